@@ -1,0 +1,300 @@
+"""One forward pass that records everything inside the model: the trace.
+
+Vocabulary (used in trace fields, exports and chart titles alike):
+- `embed`: the embedding output, which is also `resid_pre[0]`;
+- `resid_pre[l]`, `resid_mid[l]`, `resid_post[l]`: the residual stream entering layer l, after its
+  attention branch has been added (post-LN: and normalised), and leaving it;
+- `attn_out[l]`, `ffn_out[l]`: what the attention and feed-forward branches add to the stream;
+- LayerNorms: `embed.ln`, `blocks.{l}.ln1`, `blocks.{l}.ln2`, `ln_final` (pre-LN only), `lm_head.ln`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import RplnError
+from .load import LoadedModel
+from .tokens import Tokens
+
+
+@dataclass
+class CaptureOptions:
+    """How much of the pass to keep, and in which precision."""
+
+    # float16 halves the memory of the two big tensors; statistics are always computed in float32.
+    residual_dtype: torch.dtype = torch.float16
+    attention_dtype: torch.dtype = torch.float16
+    lens_top_k: int = 5
+
+
+@dataclass
+class LayerNormStats:
+    """What one LayerNorm saw and did, per token position, with its learned γ and β."""
+
+    name: str  # our vocabulary, e.g. "blocks.3.ln1"
+    module: str  # where it lives in transformers, e.g. "encoder.layer.3.attention.LayerNorm"
+    layer: int | None  # None for LayerNorms outside the layers
+    placement: str  # plain words for captions, e.g. "before attention"
+    positions: list[int]  # the token positions described (the MLM head only sees the masked ones)
+    mean: Tensor  # [positions] mean of the input over the hidden dimension
+    std: Tensor  # [positions] standard deviation of the input (biased, as LayerNorm computes it)
+    scale: Tensor  # [positions] 1/sqrt(var + eps): the factor the LayerNorm multiplies by
+    max_abs: Tensor  # [positions] largest |input| over the hidden dimension
+    abs_mean_per_dim: Tensor  # [hidden] mean |input| over positions: outlier dimensions stand out
+    weight: Tensor  # [hidden] γ
+    bias: Tensor  # [hidden] β
+
+
+@dataclass
+class LogitLens:
+    """Each stream read through the final LayerNorm (pre-LN) and the LM head: its top-k tokens."""
+
+    positions: list[int]  # token positions read
+    streams: list[str]  # "embed", then "layer 1" … "layer L" (the output of each layer)
+    top_ids: Tensor  # [streams, positions, k]
+    top_probs: Tensor  # [streams, positions, k]
+    top_strings: list[list[list[str]]]  # [streams][positions][k]
+
+
+@dataclass
+class Trace:
+    """Everything one forward pass did, for one input (batch dimension removed)."""
+
+    model_name: str
+    architecture: str  # "pre-ln" or "post-ln"
+    tokens: Tokens
+    attentions: Tensor  # [layers, heads, tokens, tokens], rows are queries and sum to 1
+    embed: Tensor  # [tokens, hidden]
+    resid_mid: Tensor  # [layers, tokens, hidden]
+    resid_post: Tensor  # [layers, tokens, hidden]
+    ln_final_in: Tensor | None  # [tokens, hidden], pre-LN only: the stream before the final LayerNorm…
+    ln_final_out: Tensor | None  # … and after it, which is what the task heads read
+    resid_pre_norm: Tensor  # [layers, tokens] L2 norms, float32 whatever the storage dtype
+    resid_mid_norm: Tensor  # [layers, tokens]
+    resid_post_norm: Tensor  # [layers, tokens]
+    attn_out_norm: Tensor  # [layers, tokens] norm of what the attention branch adds
+    ffn_out_norm: Tensor  # [layers, tokens] norm of what the feed-forward branch adds
+    layernorms: list[LayerNormStats]  # in the order they ran
+    logit_lens: LogitLens | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def resid_pre(self) -> Tensor:
+        """[layers, tokens, hidden] the stream entering each layer: the embedding, then each layer's output."""
+        return torch.cat([self.embed[None], self.resid_post[:-1]])
+
+    @property
+    def num_layers(self) -> int:
+        return self.attentions.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.attentions.shape[1]
+
+    def layernorm(self, name: str) -> LayerNormStats:
+        """The statistics of the LayerNorm called `name` (see the module docstring)."""
+        for stats in self.layernorms:
+            if stats.name == name:
+                return stats
+        raise KeyError(name)
+
+
+# Where each LayerNorm sits, per architecture: module-path pattern -> (our name, placement in words).
+LAYERNORM_SITES = {
+    "pre-ln": [
+        (r"embeddings\.LayerNorm", "embed.ln", "after the embeddings"),
+        (r"encoder\.layer\.(\d+)\.attention\.LayerNorm", "blocks.{}.ln1", "before attention"),
+        (r"encoder\.layer\.(\d+)\.intermediate\.LayerNorm", "blocks.{}.ln2", "before the feed-forward"),
+        (r"LayerNorm", "ln_final", "after the last layer"),
+        (r"lm_head\.layer_norm", "lm_head.ln", "inside the MLM head"),
+    ],
+    "post-ln": [
+        (r"embeddings\.LayerNorm", "embed.ln", "after the embeddings"),
+        (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm", "blocks.{}.ln1", "after attention + residual"),
+        (r"encoder\.layer\.(\d+)\.output\.LayerNorm", "blocks.{}.ln2", "after feed-forward + residual"),
+        (r"lm_head\.layer_norm", "lm_head.ln", "inside the MLM head"),
+    ],
+}
+
+
+def layernorm_site(architecture: str, path: str) -> tuple[str, int | None, str]:
+    """Our name, layer index and placement for the LayerNorm at module path `path` (body-relative)."""
+    for pattern, name, placement in LAYERNORM_SITES[architecture]:
+        match = re.fullmatch(pattern, path)
+        if match:
+            layer = int(match.group(1)) if match.groups() else None
+            return name.format(layer), layer, placement
+    return path, None, "elsewhere"
+
+
+class Capture:
+    """Context manager that hooks a loaded model and records a trace of the passes run inside it.
+
+    Hooks are removed on exit, also when the forward raises. Batch size must be 1.
+    """
+
+    def __init__(self, loaded: LoadedModel, options: CaptureOptions | None = None, lens_positions: Sequence[int] = ()):
+        self.loaded = loaded
+        self.options = options or CaptureOptions()
+        self.lens_positions = list(lens_positions)
+        self._handles: list = []
+        kinds = ("mid", "post", "mid_norm", "post_norm", "attn", "attn_out", "ffn_out")
+        self._layers: dict[str, dict[int, Tensor]] = {kind: {} for kind in kinds}
+        self._lens_rows: dict[int, Tensor] = {}  # stream index -> [positions, hidden] float32
+        self._embed: Tensor | None = None
+        self._embed_norm: Tensor | None = None
+        self._final: tuple[Tensor, Tensor] | None = None
+        self._layernorms: list[LayerNormStats] = []
+
+    def __enter__(self) -> "Capture":
+        try:
+            self._install()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._remove()
+
+    def _install(self) -> None:
+        body = self.loaded.body
+        self._hook(body.embeddings, self._on_embed)
+        for index, layer in enumerate(body.encoder.layer):
+            self._hook(layer, self._store("post", index, lens_stream=index + 1))
+            self._hook(layer.attention, self._store("mid", index))
+            self._hook(layer.attention.self, self._store_attention(index))
+            self._hook(layer.attention.output.dense, self._store("attn_out", index))
+            self._hook(layer.output.dense, self._store("ffn_out", index))
+        if self.loaded.architecture == "pre-ln":
+            self._hook(body.LayerNorm, self._on_final_ln)
+        for prefix, root in (("", body), ("lm_head.", self.loaded.lm_head)):
+            if root is None:
+                continue
+            for path, module in root.named_modules():
+                if isinstance(module, nn.LayerNorm):
+                    self._hook(module, self._on_layernorm(prefix + path))
+
+    def _hook(self, module: nn.Module, fn) -> None:
+        self._handles.append(module.register_forward_hook(fn))
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _keep_lens_rows(self, stream: int, hidden: Tensor) -> None:
+        if self.lens_positions:
+            self._lens_rows[stream] = hidden[0, self.lens_positions].detach().float()
+
+    def _compact(self, hidden: Tensor) -> Tensor:
+        # Converted as soon as it is seen, so the full-precision copy never outlives its layer.
+        return hidden.detach().to(self.options.residual_dtype)
+
+    def _on_embed(self, module, args, output) -> None:
+        self._embed = self._compact(output[0])
+        self._embed_norm = output[0].detach().float().norm(dim=-1)
+        self._keep_lens_rows(0, output)
+
+    def _store(self, kind: str, index: int, lens_stream: int | None = None):
+        def hook(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            if kind in ("attn_out", "ffn_out"):
+                self._layers[kind][index] = hidden[0].detach().float().norm(dim=-1)
+                return
+            self._layers[kind][index] = self._compact(hidden[0])
+            self._layers[kind + "_norm"][index] = hidden[0].detach().float().norm(dim=-1)
+            if lens_stream is not None:
+                self._keep_lens_rows(lens_stream, hidden)
+
+        return hook
+
+    def _store_attention(self, index: int):
+        def hook(module, args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RplnError(
+                    "The model returned no attention weights (it runs sdpa or flash attention); "
+                    "load it with attn_implementation='eager'."
+                )
+            self._layers["attn"][index] = weights[0].detach().to(self.options.attention_dtype)
+
+        return hook
+
+    def _on_final_ln(self, module, args, output) -> None:
+        self._final = (self._compact(args[0][0]), self._compact(output[0]))
+
+    def _on_layernorm(self, path: str):
+        name, layer, placement = layernorm_site(self.loaded.architecture, path)
+
+        def hook(module: nn.LayerNorm, args, output):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [positions, hidden]
+            var = x.var(dim=-1, unbiased=False)
+            positions = self.lens_positions if name == "lm_head.ln" else list(range(x.shape[0]))
+            self._layernorms.append(
+                LayerNormStats(
+                    name=name,
+                    module=path,
+                    layer=layer,
+                    placement=placement,
+                    positions=positions[: x.shape[0]],
+                    mean=x.mean(dim=-1),
+                    std=var.sqrt(),
+                    scale=torch.rsqrt(var + module.eps),
+                    max_abs=x.abs().amax(dim=-1),
+                    abs_mean_per_dim=x.abs().mean(dim=0),
+                    weight=module.weight.detach().float().clone(),
+                    bias=module.bias.detach().float().clone(),
+                )
+            )
+
+        return hook
+
+    def trace(self, tokens: Tokens, notices: Sequence[str] = ()) -> Trace:
+        """Assemble the trace of the pass that ran inside this context."""
+        if self._embed is None or len(self._layers["post"]) != self.loaded.num_layers:
+            raise RplnError("No complete forward pass was captured.")
+        stack = lambda kind: torch.stack([self._layers[kind][i] for i in range(self.loaded.num_layers)])  # noqa: E731
+        post_norm = stack("post_norm")
+        final_in, final_out = self._final if self._final else (None, None)
+        return Trace(
+            model_name=self.loaded.name,
+            architecture=self.loaded.architecture,
+            tokens=tokens,
+            attentions=stack("attn"),
+            embed=self._embed,
+            resid_mid=stack("mid"),
+            resid_post=stack("post"),
+            ln_final_in=final_in,
+            ln_final_out=final_out,
+            resid_pre_norm=torch.cat([self._embed_norm[None], post_norm[:-1]]),
+            resid_mid_norm=stack("mid_norm"),
+            resid_post_norm=post_norm,
+            attn_out_norm=stack("attn_out"),
+            ffn_out_norm=stack("ffn_out"),
+            layernorms=list(self._layernorms),
+            logit_lens=self._logit_lens() if self.lens_positions and self.loaded.lm_head is not None else None,
+            notices=list(notices),
+        )
+
+    @torch.no_grad()
+    def _logit_lens(self) -> LogitLens:
+        rows = torch.stack([self._lens_rows[i] for i in range(self.loaded.num_layers + 1)])  # [streams, pos, hidden]
+        if self.loaded.architecture == "pre-ln":
+            rows = self.loaded.body.LayerNorm(rows)  # the heads only ever read the stream after the final LN
+        probs = self.loaded.lm_head(rows).float().softmax(dim=-1)
+        top_probs, top_ids = probs.topk(self.options.lens_top_k, dim=-1)
+        decode = self.loaded.tokenizer.decode
+        top_strings = [[[decode([i]) for i in position] for position in stream] for stream in top_ids.tolist()]
+        streams = ["embed"] + [f"layer {i + 1}" for i in range(self.loaded.num_layers)]
+        return LogitLens(self.lens_positions, streams, top_ids, top_probs, top_strings)
+
+
+def run_body(loaded: LoadedModel, inputs) -> Tensor:
+    """The encoder's output for `inputs` ([1, tokens, hidden]): what every task head reads."""
+    return loaded.body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
