@@ -27,7 +27,7 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
     made = {}
 
     def make(architecture="pre-ln", task="mlm", seed=0, **config):
-        key = (architecture, task, seed, tuple(sorted(config.items())))
+        key = (architecture, task, seed, repr(sorted(config.items())))
         if key not in made:
             settings = {**TINY, **config}
             model = synthetic.build_model(
@@ -46,7 +46,7 @@ def loaded(checkpoint_dir):
     cache = {}
 
     def get(architecture="pre-ln", task="mlm", **config):
-        key = (architecture, task, tuple(sorted(config.items())))
+        key = (architecture, task, repr(sorted(config.items())))
         if key not in cache:
             cache[key] = load_model(str(checkpoint_dir(architecture, task, **config)))
         return cache[key]
