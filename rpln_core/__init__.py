@@ -5,6 +5,7 @@ from .errors import RplnError
 from .load import HUB_PRESETS, LoadedModel, bundled_models, load_model
 from .tasks.classify import ClassificationResult, classify
 from .tasks.fill_mask import FillMaskResult, fill_mask
+from .tasks.qa import QAResult, answer
 
 __all__ = [
     "CaptureOptions",
@@ -14,8 +15,10 @@ __all__ = [
     "LayerNormStats",
     "LoadedModel",
     "LogitLens",
+    "QAResult",
     "RplnError",
     "Trace",
+    "answer",
     "bundled_models",
     "classify",
     "fill_mask",
