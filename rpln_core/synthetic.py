@@ -93,6 +93,7 @@ def build_config(
     num_attention_heads: int = 4,
     intermediate_size: int | None = None,
     max_position_embeddings: int = 66,
+    layer_norm_eps: float = 1e-5,  # roberta-base's value; HF's default 1e-12 is too small for fp16 weights
     **extra,
 ) -> RobertaConfig | RobertaPreLayerNormConfig:
     """A RoBERTa(-PreLayerNorm) config with eager attention, so attention weights are returned."""
@@ -108,6 +109,7 @@ def build_config(
         bos_token_id=0,
         eos_token_id=2,
         type_vocab_size=1,
+        layer_norm_eps=layer_norm_eps,
         **extra,
     )
     config._attn_implementation = "eager"
