@@ -1,0 +1,117 @@
+"""One short caption per figure, for students: what the chart shows and what to look for.
+
+Captions are Markdown: token names such as `<s>` sit in backticks so no renderer reads them as tags.
+Keys are the names of the functions that draw the figures.
+"""
+
+from __future__ import annotations
+
+CAPTIONS: dict[str, str] = {
+    # --- attention ---------------------------------------------------------------------------------
+    "head_view": (
+        "One attention head in one layer. Each row is a query token and each column a key token it reads "
+        "from; every row sums to 1. Look for heads that attend to the previous or next token, to the token "
+        "itself, or that put nearly all their weight on `<s>` or `</s>`. Attention shows where a head reads "
+        "from, not how much that reading matters for the prediction."
+    ),
+    "model_view": (
+        "Every head at once: rows are layers (`blocks.0` at the top), columns are heads. Each thumbnail is "
+        "that head's attention pattern shrunk to a small square: dark where the head concentrates its weight, "
+        "pale where it spreads it evenly. A diagonal means attending to the token itself, a line just off the "
+        "diagonal the previous or next token, a dark first column attention to `<s>`. Click a thumbnail to "
+        "open it in the head view."
+    ),
+    "entropy_heatmap": (
+        "How spread out each head's attention is, averaged over query tokens, in nats. 0 means every query "
+        "looks at a single token; log(number of tokens) means it spreads evenly over all of them. Low-entropy "
+        "heads have a sharp pattern (or park everything on one token such as `<s>`); high-entropy heads "
+        "average broadly over the sentence."
+    ),
+    "rollout_heatmap": (
+        "Attention rollout (Abnar & Zuidema 2020) multiplies the head-averaged attention of every layer up "
+        "to this one, counting the residual connection as half of each layer's mixing, to estimate how much "
+        "each output token draws from each input token. It ignores what the value vectors and the "
+        "feed-forward layers do, so read it as a rough map of where information can flow, not as an "
+        "explanation of the prediction."
+    ),
+    "sinks_figure": (
+        "The share of attention that lands on `<s>`, on `</s>` and on punctuation: per layer averaged over "
+        "heads (left), and on `<s>` per head (right). Heads with nothing specific to look for often park "
+        "their weight on such tokens, a kind of no-op first described for BERT (Clark et al. 2019) and "
+        "later called an attention sink (Xiao et al. 2023)."
+    ),
+    # --- LayerNorm ---------------------------------------------------------------------------------
+    "scale_heatmap": (
+        "For each LayerNorm (rows, in the order they run) and each token (columns): the factor 1/σ by which "
+        "it multiplies that token's centred input, on a log colour scale. In a pre-LN model `blocks.l.ln1` "
+        "and `blocks.l.ln2` read the residual stream itself, which grows with depth, so their 1/σ usually "
+        "falls layer by layer: each LayerNorm undoes the growth before its sublayer. In post-LN they read a "
+        "stream normalised one sublayer earlier, so the scale stays in a narrow band. Tokens with an unusually "
+        "large stream, often `<s>`, stand out with a smaller scale."
+    ),
+    "stats_table": (
+        "One row per LayerNorm: where it sits and its input averaged over tokens (mean, standard deviation σ, "
+        "the scale 1/σ, the largest |x|), and how many dimensions of its γ and β are outliers, more than 3 "
+        "standard deviations from that vector's mean."
+    ),
+    "gamma_beta_figure": (
+        "The learned gain γ and bias β of one LayerNorm, per hidden dimension: after normalising, dimension i "
+        "is multiplied by γ[i] and shifted by β[i]. Circled dimensions lie more than 3 standard deviations "
+        "from the mean. Kovaleva et al. 2021 (\"BERT Busters\") found a few such outlier dimensions at the "
+        "same positions across layers, and switching them off badly hurts the model. In a freshly initialised "
+        "model γ = 1 and β = 0 everywhere, so nothing is flagged."
+    ),
+    "abs_input_heatmap": (
+        "Mean |input| of every LayerNorm (rows) in every hidden dimension (columns), on a log colour scale. "
+        "A dimension that is large in every row draws a vertical stripe: such outlier dimensions often match "
+        "the ones the γ/β view flags (Kovaleva et al. 2021) and the home of massive activations (Sun et al. "
+        "2024). Rows brightening with depth show the residual stream growing."
+    ),
+    # --- residual stream ----------------------------------------------------------------------------
+    "norm_figure": (
+        "The mean length (L2 norm) of the residual stream at each point, on a log scale. In a pre-LN model "
+        "nothing normalises the residual stream between layers (each sublayer reads a normalised copy and "
+        "adds its output back), so its norm grows with depth; in post-LN it is re-normalised after every "
+        "sublayer and stays flat. The dashed line is an exponential fit: ×1.10 per layer means each layer "
+        "makes the stream about 10% longer on average. Xiong et al. 2020 relate this growth to why pre-LN "
+        "trains stably without a learning-rate warm-up."
+    ),
+    "sublayer_figure": (
+        "For each layer: the norm of what the attention branch (`attn_out`) and the feed-forward branch "
+        "(`ffn_out`) add, next to the norm of the stream they are added to (`resid_pre` before attention, "
+        "`resid_mid` before the feed-forward). In pre-LN each branch reads a normalised copy, so its output "
+        "does not grow along with the stream; where the stream is much longer than the update, a layer can "
+        "only nudge it. Hover to see each update as a fraction of its stream."
+    ),
+    "massive_figure": (
+        "For each point of the residual stream: the single largest |activation| over all tokens and "
+        "dimensions, and the median |activation|. Sun et al. 2024 found, in large language models, a few "
+        "activations thousands of times larger than the median, in fixed dimensions and on tokens such as "
+        "the first token or delimiters, acting like biases the model relies on. Look for a gap of orders of "
+        "magnitude between the two lines; hover shows the token and dimension holding the largest value."
+    ),
+    # --- logit lens ---------------------------------------------------------------------------------
+    "lens_figure": (
+        "The logit lens (nostalgebraist 2020) reads every intermediate stream at the masked position with "
+        "the model's own output layers (pre-LN: the final LayerNorm, then the MLM head). Rows run from the "
+        "embeddings to the last layer; column 1 is each stream's top prediction, the next columns the "
+        "runners-up, shaded by probability. Watch for the layer where the final answer first appears; early "
+        "layers were never trained to be read this way, so their guesses are rough."
+    ),
+    # --- task outputs -------------------------------------------------------------------------------
+    "fill_mask_figure": (
+        "The model's top candidates for the mask and their probabilities (a softmax over the whole "
+        "vocabulary, so the bars shown need not add up to 1)."
+    ),
+    "classification_figure": (
+        "The score of each label from the classification head, which reads the final stream of the `<s>` "
+        "token. With a softmax the probabilities add up to 1; with independent (sigmoid) labels they need not."
+    ),
+    "qa_logits_figure": (
+        "The QA head gives every context token a start logit and an end logit; the answer is the span, at "
+        "most a few tokens long and ending after it starts, whose start and end logits add up highest. The "
+        "shaded tokens are the best answer. Long contexts are read in overlapping windows: this is the "
+        "window that held the best answer."
+    ),
+    "qa_highlight_html": "The context with the model's best answer highlighted.",
+}

@@ -1,0 +1,64 @@
+"""What every figure shares: one small look, and numbers rounded before they travel to the browser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+TEMPLATE = "plotly_white"
+MARGIN = dict(l=60, r=20, t=50, b=50)
+HEIGHT = 380
+
+
+def finish(fig: go.Figure, title: str, height: int = HEIGHT, **layout) -> go.Figure:
+    """Apply the shared look: white template, tight margins, a title (already escaped where it holds text)."""
+    fig.update_layout(
+        template=TEMPLATE,
+        title=dict(text=title, font=dict(size=14), x=0.01, xanchor="left"),
+        height=height,
+        margin=MARGIN,
+        **layout,
+    )
+    return fig
+
+
+def sig4(values) -> list:
+    """`values` (tensor, array or list, any shape) as nested lists of floats with 4 significant digits.
+
+    A value printed with four digits is a few characters of JSON instead of seventeen; NaN and ±inf
+    become None, which JSON and plotly both understand as "no value".
+    """
+    array = np.asarray(values.float() if hasattr(values, "float") else values, dtype=np.float64)
+    finite = np.isfinite(array)
+    safe = np.where(finite & (array != 0), np.abs(array), 1.0)
+    digits = 3 - np.floor(np.log10(safe))  # decimals that keep 4 significant digits
+    # Divide (or multiply) by an exact power of ten, so the result is the double nearest the short
+    # decimal and prints as it: 0.01235, not 0.012350000000000002.
+    up, down = 10.0 ** np.clip(digits, 0, 300), 10.0 ** np.clip(-digits, 0, 300)
+    rounded = np.where(digits >= 0, np.round(array * up) / up, np.round(array / down) * down)
+    if finite.all():
+        return rounded.tolist()
+    out = rounded.astype(object)
+    out[~finite] = None
+    return out.tolist()
+
+
+def index_ticks(labels: list[str]) -> dict:
+    """Axis settings that show `labels` at positions 0, 1, …: duplicates are fine on a numeric axis."""
+    return dict(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels)
+
+
+def log10_colorbar(low: float, high: float, title: str) -> dict:
+    """A colour bar for log10 values whose ticks read as plain numbers (0.1, 1, 10) rather than exponents."""
+    first, last = math.floor(low), math.ceil(high)
+    powers = list(range(first, last + 1)) if last > first else [first]
+    return dict(title=dict(text=title), tickvals=powers, ticktext=[f"{10.0**p:g}" for p in powers])
+
+
+def check_index(value: int, count: int, what: str) -> int:
+    """`value` if it is a valid index into `count` items, else a ValueError that says the valid range."""
+    if not 0 <= value < count:
+        raise ValueError(f"{what} {value} does not exist: choose 0 to {count - 1}.")
+    return value
