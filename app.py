@@ -1,0 +1,221 @@
+"""PreLN Explorer: the Gradio app. Layout and wiring only; the work happens in rpln_core, viz and rpln_app.
+
+Run `python app.py` (flags: --host, --port, --models, --public/--no-public, --threads).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from rpln_app.handlers import Handlers, user_errors
+from rpln_app.inside import INSIDE_KEYS
+from rpln_app.registry import ModelRegistry, limit_threads
+from rpln_app.settings import Settings, from_environment
+from viz.captions import CAPTIONS
+
+INTRO = """# PreLN Explorer
+Type a sentence and see what a **pre-layer-norm RoBERTa** predicts, and what happened inside it on the way:
+attention, every LayerNorm's statistics, the residual stream and the logit lens, all from the same forward pass."""
+
+EXAMPLES = {
+    "fill-mask": [
+        ["The president spoke to the <mask> about the economy."],
+        ["In the beginning God created the <mask> and the earth."],
+        ["This movie was <mask>, and I would watch it <mask>."],
+    ],
+    "classification": [
+        ["A gripping, beautifully acted and deeply moving film.", ""],
+        ["A dull, lifeless mess that wastes its cast.", ""],
+    ],
+    "qa": [
+        [
+            "What is a violin?",
+            "harp: a chordal stringed instrument. violin: bowed stringed instrument that is the highest member "
+            "of the violin family. drum: a musical percussion instrument.",
+        ],
+    ],
+}
+
+MODEL_EVENTS = "model"  # one concurrency group: parallel users queue for the model instead of exhausting memory
+
+
+def caption(name: str) -> gr.Markdown:
+    return gr.Markdown(CAPTIONS[name], elem_classes=["caption"])
+
+
+@dataclass
+class InsidePanel:
+    """The components of the inside-the-model views of one tab."""
+
+    layer: gr.Slider
+    head: gr.Slider
+    components: dict[str, gr.components.Component] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list:
+        return [self.layer, self.head] + [self.components[key] for key in INSIDE_KEYS]
+
+    def wire(self, trace: gr.State) -> None:
+        """Events that re-draw from the stored trace without running the model again."""
+        c = self.components
+        for slider in (self.layer, self.head):
+            slider.change(Handlers.head_view, [trace, self.layer, self.head], c["head_view"], api_visibility="private")
+        c["model_view"].select(Handlers.model_view_click, [trace], [self.layer, self.head], api_visibility="private")
+        c["ln_choice"].change(Handlers.gamma_beta, [trace, c["ln_choice"]], c["gamma_beta"], api_visibility="private")
+
+
+def inside_panel() -> InsidePanel:
+    """Lay out the views of what happened inside the model; values come from rpln_app.inside."""
+    plot = gr.Plot
+    with gr.Tabs():
+        with gr.Tab("Attention"):
+            with gr.Row():
+                layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+                head = gr.Slider(0, 1, value=0, step=1, label="Head")
+            with gr.Row():
+                with gr.Column():
+                    head_view = plot(label="Head view")
+                    caption("head_view")
+                with gr.Column():
+                    model_view = gr.Image(label="Model view: click a head", type="pil", interactive=False,
+                                          format="png", buttons=["download"])
+                    caption("model_view")
+            with gr.Row():
+                with gr.Column():
+                    entropy = plot(label="Attention entropy")
+                    caption("entropy_heatmap")
+                with gr.Column():
+                    rollout = plot(label="Attention rollout")
+                    caption("rollout_heatmap")
+            sinks = plot(label="Attention sinks")
+            caption("sinks_figure")
+        with gr.Tab("LayerNorm"):
+            ln_scale = plot(label="1/σ per LayerNorm and token")
+            caption("scale_heatmap")
+            ln_table = gr.Dataframe(label="LayerNorm statistics", interactive=False, wrap=True)
+            caption("stats_table")
+            ln_choice = gr.Dropdown(label="LayerNorm", choices=[], interactive=True)
+            gamma_beta = plot(label="γ and β")
+            caption("gamma_beta_figure")
+            abs_input = plot(label="|input| per dimension")
+            caption("abs_input_heatmap")
+        with gr.Tab("Residual stream"):
+            resid_norm = plot(label="Residual norm per layer")
+            caption("norm_figure")
+            sublayer = plot(label="Sublayer outputs")
+            caption("sublayer_figure")
+            massive = plot(label="Massive activations")
+            caption("massive_figure")
+        with gr.Tab("Logit lens"):
+            lens = plot(label="Logit lens")
+            caption("lens_figure")
+        with gr.Tab("Export"):
+            exports = gr.File(label="Statistics as CSV and JSON", file_count="multiple", interactive=False)
+    panel = InsidePanel(layer, head)
+    panel.components = {key: value for key, value in locals().items() if key in INSIDE_KEYS}
+    return panel
+
+
+def model_picker(settings: Settings, handlers: Handlers, task: str) -> gr.Dropdown:
+    """A model dropdown; in public mode only the allow-list, otherwise also free Hub ids and local paths."""
+    default = settings.defaults[task]
+    picker = gr.Dropdown(
+        choices=settings.models,
+        value=default,
+        label="Model",
+        allow_custom_value=not settings.public,
+        info=None if settings.public else "A bundled name, a Hub id or a local checkpoint directory.",
+    )
+    loaded = gr.State(default)
+    picker.change(handlers.pick_model, [picker, loaded], [picker, loaded], api_visibility="private",
+                  concurrency_id=MODEL_EVENTS)
+    return picker
+
+
+def build_demo(settings: Settings) -> gr.Blocks:
+    """The whole app for these settings."""
+    handlers = Handlers(ModelRegistry(settings.models, settings.public, settings.cache_size))
+    # Undocumented rather than private: tests and the benchmark call the tab events as a browser would.
+    run = dict(concurrency_id=MODEL_EVENTS, api_visibility="undocumented")
+    with gr.Blocks(title="PreLN Explorer") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Fill-mask"):
+            model = model_picker(settings, handlers, "fill-mask")
+            with gr.Row():
+                text = gr.Textbox(label="Text with one or more <mask>", value=EXAMPLES["fill-mask"][0][0], scale=4)
+                top_k = gr.Slider(1, 20, value=5, step=1, label="Top k", scale=1)
+            button = gr.Button("Predict", variant="primary")
+            gr.Examples(EXAMPLES["fill-mask"], inputs=[text])
+            notices = gr.Markdown()
+            with gr.Row():
+                table = gr.Dataframe(label="Predictions (click one to fill it in)", interactive=False, wrap=True)
+                with gr.Column():
+                    chart = gr.Plot(label="Scores")
+                    caption("fill_mask_figure")
+            panel = inside_panel()
+            trace = gr.State()
+            button.click(user_errors(handlers.fill_mask), [model, text, top_k],
+                         [notices, table, chart, *panel.outputs, trace], api_name="ui_fill_mask", **run)
+            table.select(Handlers.fill_in, [text], [text], api_visibility="private")
+            panel.wire(trace)
+
+        with gr.Tab("Classification"):
+            model = model_picker(settings, handlers, "classification")
+            text = gr.Textbox(label="Text", value=EXAMPLES["classification"][0][0])
+            pair = gr.Textbox(label="Second text (optional, for pair tasks)")
+            button = gr.Button("Classify", variant="primary")
+            gr.Examples(EXAMPLES["classification"], inputs=[text, pair])
+            notices = gr.Markdown()
+            with gr.Row():
+                with gr.Column():
+                    chart = gr.Plot(label="Label scores")
+                    caption("classification_figure")
+                table = gr.Dataframe(label="Labels", interactive=False)
+            panel = inside_panel()
+            trace = gr.State()
+            button.click(user_errors(handlers.classify), [model, text, pair],
+                         [notices, chart, table, *panel.outputs, trace], api_name="ui_classify", **run)
+            panel.wire(trace)
+
+        with gr.Tab("Question answering"):
+            model = model_picker(settings, handlers, "qa")
+            question = gr.Textbox(label="Question", value=EXAMPLES["qa"][0][0])
+            context = gr.Textbox(label="Context", value=EXAMPLES["qa"][0][1], lines=5)
+            with gr.Row():
+                top_k = gr.Slider(1, 10, value=3, step=1, label="Answers")
+                impossible = gr.Checkbox(label="Allow 'no answer'", value=False)
+            button = gr.Button("Answer", variant="primary")
+            gr.Examples(EXAMPLES["qa"], inputs=[question, context])
+            notices = gr.Markdown()
+            highlight = gr.HTML(label="Answer in context")
+            caption("qa_highlight_html")
+            with gr.Row():
+                table = gr.Dataframe(label="Answers", interactive=False, wrap=True)
+                with gr.Column():
+                    chart = gr.Plot(label="Start and end logits")
+                    caption("qa_logits_figure")
+            panel = inside_panel()
+            trace = gr.State()
+            button.click(user_errors(handlers.answer), [model, question, context, top_k, impossible],
+                         [notices, highlight, table, chart, *panel.outputs, trace], api_name="ui_answer", **run)
+            panel.wire(trace)
+
+        gr.api(user_errors(handlers.fill_mask_api), api_name="fill_mask", concurrency_id=MODEL_EVENTS)
+        gr.api(user_errors(handlers.classify_api), api_name="classify", concurrency_id=MODEL_EVENTS)
+        gr.api(user_errors(handlers.answer_api), api_name="answer", concurrency_id=MODEL_EVENTS)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+settings = from_environment()
+demo = build_demo(settings)
+
+if __name__ == "__main__":
+    if sys.argv[1:]:
+        settings = from_environment(sys.argv[1:])
+        demo = build_demo(settings)
+    limit_threads(settings.threads)
+    demo.launch(server_name=settings.host, server_port=settings.port, css=".caption {font-size: 0.9em; opacity: 0.8}")

@@ -1,0 +1,1 @@
+"""The Gradio app's non-layout parts: settings, the model registry and the event handlers."""

@@ -1,0 +1,92 @@
+"""The "inside the model" panel's values, computed from one trace: the same for every task tab."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from rpln_core import Trace
+from viz import attention, export, layernorm, lens, residual
+
+# The order of the panel's components; app.py builds them in this order and handlers fill them.
+INSIDE_KEYS = (
+    "head_view",
+    "model_view",
+    "entropy",
+    "rollout",
+    "sinks",
+    "ln_scale",
+    "ln_table",
+    "ln_choice",
+    "gamma_beta",
+    "abs_input",
+    "resid_norm",
+    "sublayer",
+    "massive",
+    "lens",
+    "exports",
+)
+
+
+@dataclass
+class InsideValues:
+    """One value per INSIDE_KEYS entry (a figure, an image, table rows, a choice or file paths)."""
+
+    values: dict[str, Any]
+
+    def ordered(self) -> list[Any]:
+        return [self.values[key] for key in INSIDE_KEYS]
+
+
+def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None) -> InsideValues:
+    """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`)."""
+    ln_names = [stats.name for stats in trace.layernorms]
+    first_ln = ln_names[1] if len(ln_names) > 1 else ln_names[0]
+    directory = Path(tempfile.mkdtemp(prefix="rpln-export-", dir=export_root))
+    values = {
+        "head_view": attention.head_view(trace, layer, head),
+        "model_view": attention.model_view(trace),
+        "entropy": attention.entropy_heatmap(trace),
+        "rollout": attention.rollout_heatmap(trace),
+        "sinks": attention.sinks_figure(trace),
+        "ln_scale": layernorm.scale_heatmap(trace),
+        "ln_table": table_rows(layernorm.stats_table(trace)),
+        "ln_choice": (ln_names, first_ln),
+        "gamma_beta": layernorm.gamma_beta_figure(trace, first_ln),
+        "abs_input": layernorm.abs_input_heatmap(trace),
+        "resid_norm": residual.norm_figure(trace),
+        "sublayer": residual.sublayer_figure(trace),
+        "massive": residual.massive_figure(trace),
+        "lens": lens.lens_figure(trace),
+        "exports": [str(path) for path in export.write_exports(trace, directory)],
+    }
+    return InsideValues(values)
+
+
+def table_rows(rows: list[dict]) -> dict[str, list]:
+    """Rows of dicts as the {headers, data} a table component takes; floats shortened for reading."""
+    if not rows:
+        return {"headers": [], "data": []}
+    headers = list(rows[0])
+    shorten = lambda v: float(f"{v:.4g}") if isinstance(v, float) else v  # noqa: E731
+    return {"headers": headers, "data": [[shorten(row[h]) for h in headers] for row in rows]}
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank chart that says why it is blank (e.g. no logit lens on a classification checkpoint)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(template="plotly_white", height=160, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def clicked_head(trace: Trace, x: int, y: int) -> tuple[int, int] | None:
+    """The (layer, head) thumbnail under a click on the model view, if any."""
+    return attention.model_view_cell(x, y, trace)
+
+
+

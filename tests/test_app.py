@@ -1,0 +1,120 @@
+"""The app's API, served on a free local port and called with gradio_client, as a user's script would."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+import app as app_module
+from rpln_app.handlers import Handlers, _fill
+from rpln_app.registry import ModelRegistry
+from rpln_app.settings import Settings
+from rpln_core import answer, classify, fill_mask, load_model
+
+LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint_dir):
+    return {
+        "fill-mask": str(checkpoint_dir("pre-ln", "mlm")),
+        "post-ln": str(checkpoint_dir("post-ln", "mlm")),
+        "classification": str(checkpoint_dir("pre-ln", "classification", **LABELS)),
+        "qa": str(checkpoint_dir("pre-ln", "qa")),
+    }
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    settings = Settings(
+        port=free_port(),
+        public=True,  # as on Spaces: only the listed models
+        models=list(models.values()),
+        defaults={task: models[task] for task in ("fill-mask", "classification", "qa")},
+    )
+    demo = app_module.build_demo(settings)
+    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def test_fill_mask_endpoint_returns_the_engines_predictions(client, models):
+    text = "The cat sat on the <mask>."
+    served = client.predict(text=text, model=models["fill-mask"], top_k=3, api_name="/fill_mask")
+    direct = fill_mask(load_model(models["fill-mask"]), text, top_k=3)
+    assert [p["token"] for p in served["predictions"]] == [p.token for p in direct.predictions[0]]
+    assert served["predictions"][0]["score"] == pytest.approx(direct.predictions[0][0].score, abs=1e-6)
+    assert served["tokens"] == direct.trace.tokens.strings
+    assert len(served["layers"]) == 3 and "resid_post_norm" in served["layers"][0]
+
+
+def test_classify_endpoint_returns_the_engines_labels(client, models):
+    served = client.predict(text="A good film.", model=models["classification"], api_name="/classify")
+    direct = classify(load_model(models["classification"]), "A good film.")
+    assert [row["label"] for row in served["labels"]] == [label.label for label in direct.labels]
+    assert [row["score"] for row in served["labels"]] == pytest.approx([label.score for label in direct.labels])
+
+
+def test_answer_endpoint_returns_spans_of_the_context(client, models):
+    context = "The king wrote the letter in 1790."
+    served = client.predict(question="Who wrote it?", context=context, model=models["qa"], top_k=2, api_name="/answer")
+    direct = answer(load_model(models["qa"]), "Who wrote it?", context, top_k=2)
+    assert [a["answer"] for a in served["answers"]] == [a.answer for a in direct.answers]
+    assert all(context[a["start"] : a["end"]] == a["answer"] for a in served["answers"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(text="", top_k=5), "empty"),
+        (dict(text="No mask in here.", top_k=5), "no mask"),
+        (dict(text="The <mask>.", top_k=5, model="FacebookAI/roberta-large"), "public app serves only"),
+        (dict(text="The <mask>.", top_k=5, model="/etc"), "public app serves only"),
+    ],
+)
+def test_bad_input_gets_a_message_and_the_app_keeps_serving(client, models, kwargs, message):
+    kwargs.setdefault("model", models["fill-mask"])
+    with pytest.raises(AppError, match=message):
+        client.predict(**kwargs, api_name="/fill_mask")
+    again = client.predict(text="The <mask>.", model=models["fill-mask"], top_k=1, api_name="/fill_mask")
+    assert len(again["predictions"]) == 1
+
+
+def test_the_fill_mask_tab_returns_every_view(client, models):
+    outputs = client.predict(models["fill-mask"], "The cat sat on the <mask>.", 5, api_name="/ui_fill_mask")
+    notices, table, chart, layer, head, *inside = outputs  # the trace stays on the server, in session state
+    assert table["data"][0][:2] == [1, 1]
+    assert len(inside) == 15 and all(value is not None for value in inside)
+    exports = inside[-1]
+    assert sorted(path.rsplit(".", 1)[1] for path in exports) == ["csv", "csv", "csv", "json"]
+
+
+def test_user_text_reaches_html_only_escaped(client, models):
+    context = f"The king {HOSTILE} wrote the letter."
+    outputs = client.predict(models["qa"], "Who?", context, 2, False, api_name="/ui_answer")
+    highlight = outputs[1]
+    assert "<script" not in highlight and "<img" not in highlight
+    assert "&lt;script&gt;" in highlight and "&lt;img src=x onerror=alert(1)&gt;" in highlight
+
+
+def test_a_model_that_cannot_be_loaded_keeps_the_previous_one(models):
+    handlers = Handlers(ModelRegistry([models["fill-mask"]], public=False))
+    assert handlers.pick_model("/no/such/checkpoint", models["fill-mask"]) == (models["fill-mask"],) * 2
+    assert handlers.pick_model(models["fill-mask"], "old") == (models["fill-mask"],) * 2
+
+
+def test_clicking_a_prediction_fills_that_mask_as_the_model_would_write_it():
+    assert _fill("The <mask> sat on the <mask>.", "<mask>", 2, " mat") == "The <mask> sat on the mat."
+    assert _fill("The <mask> sat.", "<mask>", 1, " cat") == "The cat sat."
