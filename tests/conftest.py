@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -52,3 +54,44 @@ def loaded(checkpoint_dir):
         return cache[key]
 
     return get
+
+
+LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+
+
+@dataclass
+class AppServer:
+    url: str
+    models: dict[str, str]  # task -> checkpoint directory the app serves
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(checkpoint_dir):
+    """The app in public mode (as on Spaces) serving tiny checkpoints on a free loopback port."""
+    import app as app_module
+    from rpln_app.settings import Settings
+
+    models = {
+        "fill-mask": str(checkpoint_dir("pre-ln", "mlm")),
+        "post-ln": str(checkpoint_dir("post-ln", "mlm")),
+        "classification": str(checkpoint_dir("pre-ln", "classification", **LABELS)),
+        "qa": str(checkpoint_dir("pre-ln", "qa")),
+    }
+    settings = Settings(
+        port=free_port(),
+        public=True,
+        models=list(models.values()),
+        defaults={task: models[task] for task in ("fill-mask", "classification", "qa")},
+    )
+    demo = app_module.build_demo(settings)
+    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield AppServer(f"http://127.0.0.1:{settings.port}/", models)
+    finally:
+        demo.close()

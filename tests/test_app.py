@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import app as app_module
 from rpln_app.handlers import Handlers, _fill
 from rpln_app.registry import ModelRegistry
-from rpln_app.settings import Settings
 from rpln_core import answer, classify, fill_mask, load_model
 
-LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def models(app_server):
+    return app_server.models
 
 
 @pytest.fixture(scope="module")
-def models(checkpoint_dir):
-    return {
-        "fill-mask": str(checkpoint_dir("pre-ln", "mlm")),
-        "post-ln": str(checkpoint_dir("post-ln", "mlm")),
-        "classification": str(checkpoint_dir("pre-ln", "classification", **LABELS)),
-        "qa": str(checkpoint_dir("pre-ln", "qa")),
-    }
-
-
-@pytest.fixture(scope="module")
-def client(models):
-    settings = Settings(
-        port=free_port(),
-        public=True,  # as on Spaces: only the listed models
-        models=list(models.values()),
-        defaults={task: models[task] for task in ("fill-mask", "classification", "qa")},
-    )
-    demo = app_module.build_demo(settings)
-    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
-    finally:
-        demo.close()
+def client(app_server):
+    return Client(app_server.url, verbose=False)
 
 
 def test_fill_mask_endpoint_returns_the_engines_predictions(client, models):

@@ -3,9 +3,8 @@
 import pytest
 from transformers import pipeline
 
+from conftest import LABELS
 from rpln_core import RplnError, classify
-
-LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
 
 
 def reference(model, inputs):

@@ -1,0 +1,100 @@
+"""End to end in a real browser: each tab runs, and its results and inside-the-model views render.
+
+Drives Debian's Chromium through Playwright. Outside CI the tests skip when no Chromium is installed;
+in CI (`CI` set) a missing browser is a failure, since .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
+    pytest.skip("no Chromium found (apt-get install chromium); skipping browser tests", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+RESULT_TIMEOUT_MS = 90_000  # CI's 2 cores may be busy with the rest of the suite
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.dialogs = []  # any alert() would mean user text ran as code
+        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(app_server.url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("button", name="Predict").wait_for(timeout=60_000)
+        try:
+            yield page
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "last-page.png"), full_page=True)  # for a failing run's review
+            browser.close()
+
+
+def data_rows(tab):
+    """Visible table rows that are not header rows (Gradio's table keeps data rows outside <tbody>)."""
+    return tab.get_by_role("row").filter(has_not=tab.page.get_by_role("columnheader"))
+
+
+def open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+    return page.locator(".tabitem:visible").first
+
+
+def assert_inside_views_rendered(panel, screenshot: str):
+    """Plotly drew real SVG for the charts and the model-view image has pixels."""
+    expect(panel.locator(".js-plotly-plot .heatmaplayer").first).to_be_attached(timeout=RESULT_TIMEOUT_MS)
+    assert panel.locator(".js-plotly-plot").count() >= 5
+    image = panel.locator("img[src^='data:'], img[src*='/file=']").first
+    image.wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert image.evaluate("img => img.naturalWidth") > 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    panel.page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+
+
+def test_fill_mask_tab_shows_predictions_and_views_and_runs_no_user_html(page):
+    tab = open_tab(page, "Fill-mask")
+    tab.get_by_label("Text with one or more <mask>").fill(f"The {HOSTILE} sat on the <mask>.")
+    tab.get_by_role("button", name="Predict").click()
+    rows = data_rows(tab)
+    expect(rows).to_have_count(5, timeout=RESULT_TIMEOUT_MS)
+    assert HOSTILE in rows.first.inner_text()  # the sequence column shows the typed tag as text
+    assert tab.locator("img[src='x']").count() == 0
+    assert_inside_views_rendered(tab, "fill-mask.png")
+    assert page.dialogs == []
+
+
+def test_classification_tab_shows_label_scores(page):
+    tab = open_tab(page, "Classification")
+    tab.get_by_role("button", name="Classify").click()
+    for label in ("negative", "positive"):
+        expect(data_rows(tab).filter(has_text=label)).to_have_count(1, timeout=RESULT_TIMEOUT_MS)
+    assert_inside_views_rendered(tab, "classification.png")
+
+
+def test_qa_tab_highlights_an_answer_and_escapes_the_context(page):
+    tab = open_tab(page, "Question answering")
+    tab.get_by_label("Context").fill(f"The king {HOSTILE} wrote the letter in 1790.")
+    tab.get_by_role("button", name="Answer").click()
+    mark = tab.locator("mark").first
+    mark.wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert mark.inner_text().strip()
+    assert HOSTILE in tab.inner_text()  # shown as text, not turned into an element
+    assert tab.locator("img[src='x']").count() == 0
+    assert_inside_views_rendered(tab, "qa.png")
+    assert page.dialogs == []
