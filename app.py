@@ -80,7 +80,7 @@ def inside_panel() -> InsidePanel:
                     head_view = plot(label="Head view")
                     caption("head_view")
                 with gr.Column():
-                    model_view = gr.Image(label="Model view: click a head", type="pil", interactive=False,
+                    model_view = gr.Image(label="Model view: click a head", type="pil", interactive=False, height=420,
                                           format="png", buttons=["download"])
                     caption("model_view")
             with gr.Row():
@@ -210,12 +210,10 @@ def build_demo(settings: Settings) -> gr.Blocks:
     return demo
 
 
-settings = from_environment()
+# Spaces and `gradio app.py` import this module and look for `demo`; flags only count when run as a script.
+settings = from_environment(sys.argv[1:] if __name__ == "__main__" else [])
 demo = build_demo(settings)
 
 if __name__ == "__main__":
-    if sys.argv[1:]:
-        settings = from_environment(sys.argv[1:])
-        demo = build_demo(settings)
     limit_threads(settings.threads)
     demo.launch(server_name=settings.host, server_port=settings.port, css=".caption {font-size: 0.9em; opacity: 0.8}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,10 @@ import plotly.graph_objects as go
 
 from rpln_core import Trace
 from viz import attention, export, layernorm, lens, residual
+
+# Gradio copies returned files into its own cache, so only the newest few export folders need to stay.
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "rpln-exports"
+EXPORTS_KEPT = 16
 
 # The order of the panel's components; app.py builds them in this order and handlers fill them.
 INSIDE_KEYS = (
@@ -42,11 +47,11 @@ class InsideValues:
         return [self.values[key] for key in INSIDE_KEYS]
 
 
-def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None) -> InsideValues:
+def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path = EXPORT_ROOT) -> InsideValues:
     """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`)."""
     ln_names = [stats.name for stats in trace.layernorms]
     first_ln = ln_names[1] if len(ln_names) > 1 else ln_names[0]
-    directory = Path(tempfile.mkdtemp(prefix="rpln-export-", dir=export_root))
+    directory = fresh_export_directory(export_root)
     values = {
         "head_view": attention.head_view(trace, layer, head),
         "model_view": attention.model_view(trace),
@@ -67,6 +72,15 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
     return InsideValues(values)
 
 
+def fresh_export_directory(root: Path, kept: int = EXPORTS_KEPT) -> Path:
+    """A new folder under `root` for one request's downloads; the oldest beyond `kept` are removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - kept + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="export-", dir=root))
+
+
 def table_rows(rows: list[dict]) -> dict[str, list]:
     """Rows of dicts as the {headers, data} a table component takes; floats shortened for reading."""
     if not rows:
@@ -80,7 +94,7 @@ def empty_figure(message: str) -> go.Figure:
     """A blank chart that says why it is blank (e.g. no logit lens on a classification checkpoint)."""
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(template="plotly_white", height=160, xaxis_visible=False, yaxis_visible=False)
+    fig.update_layout(height=160, xaxis_visible=False, yaxis_visible=False)
     return fig
 
 
