@@ -143,8 +143,10 @@ class Capture:
         self.options = options or CaptureOptions()
         self.lens_positions = list(lens_positions)
         self._handles: list = []
-        kinds = ("mid", "post", "mid_norm", "post_norm", "attn", "attn_out", "ffn_out")
-        self._layers: dict[str, dict[int, Tensor]] = {kind: {} for kind in kinds}
+        # One [layers, ...] buffer per kind, filled layer by layer: stacking per-layer copies at the end
+        # would hold every captured tensor twice at the peak (~500 MB at 512 tokens on the large model).
+        self._layers: dict[str, Tensor] = {}
+        self._filled: dict[str, set[int]] = {}
         self._lens_rows: dict[int, Tensor] = {}  # stream index -> [positions, hidden] float32
         self._embed: Tensor | None = None
         self._embed_norm: Tensor | None = None
@@ -192,6 +194,15 @@ class Capture:
         if self.lens_positions:
             self._lens_rows[stream] = hidden[0, self.lens_positions].detach().float()
 
+    def _put(self, kind: str, index: int, value: Tensor, dtype: torch.dtype | None = None) -> None:
+        """Copy one layer's `value` into row `index` of the `kind` buffer, converting to `dtype` in place."""
+        if kind not in self._layers:
+            shape = (self.loaded.num_layers, *value.shape)
+            self._layers[kind] = torch.empty(shape, dtype=dtype or value.dtype, device=value.device)
+            self._filled[kind] = set()
+        self._layers[kind][index].copy_(value.detach())
+        self._filled[kind].add(index)
+
     def _compact(self, hidden: Tensor) -> Tensor:
         # Converted as soon as it is seen, so the full-precision copy never outlives its layer.
         return hidden.detach().to(self.options.residual_dtype)
@@ -205,10 +216,10 @@ class Capture:
         def hook(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
             if kind in ("attn_out", "ffn_out"):
-                self._layers[kind][index] = hidden[0].detach().float().norm(dim=-1)
+                self._put(kind, index, hidden[0].detach().float().norm(dim=-1))
                 return
-            self._layers[kind][index] = self._compact(hidden[0])
-            self._layers[kind + "_norm"][index] = hidden[0].detach().float().norm(dim=-1)
+            self._put(kind, index, hidden[0], self.options.residual_dtype)
+            self._put(kind + "_norm", index, hidden[0].detach().float().norm(dim=-1))
             if lens_stream is not None:
                 self._keep_lens_rows(lens_stream, hidden)
 
@@ -222,7 +233,7 @@ class Capture:
                     "The model returned no attention weights (it runs sdpa or flash attention); "
                     "load it with attn_implementation='eager'."
                 )
-            self._layers["attn"][index] = weights[0].detach().to(self.options.attention_dtype)
+            self._put("attn", index, weights[0], self.options.attention_dtype)
 
         return hook
 
@@ -257,26 +268,27 @@ class Capture:
 
     def trace(self, tokens: Tokens, notices: Sequence[str] = ()) -> Trace:
         """Assemble the trace of the pass that ran inside this context."""
-        if self._embed is None or len(self._layers["post"]) != self.loaded.num_layers:
+        complete = set(range(self.loaded.num_layers))
+        if self._embed is None or any(self._filled.get(kind) != complete for kind in ("post", "mid", "attn")):
             raise RplnError("No complete forward pass was captured.")
-        stack = lambda kind: torch.stack([self._layers[kind][i] for i in range(self.loaded.num_layers)])  # noqa: E731
-        post_norm = stack("post_norm")
+        layers = self._layers
+        post_norm = layers["post_norm"]
         final_in, final_out = self._final if self._final else (None, None)
         return Trace(
             model_name=self.loaded.name,
             architecture=self.loaded.architecture,
             tokens=tokens,
-            attentions=stack("attn"),
+            attentions=layers["attn"],
             embed=self._embed,
-            resid_mid=stack("mid"),
-            resid_post=stack("post"),
+            resid_mid=layers["mid"],
+            resid_post=layers["post"],
             ln_final_in=final_in,
             ln_final_out=final_out,
             resid_pre_norm=torch.cat([self._embed_norm[None], post_norm[:-1]]),
-            resid_mid_norm=stack("mid_norm"),
+            resid_mid_norm=layers["mid_norm"],
             resid_post_norm=post_norm,
-            attn_out_norm=stack("attn_out"),
-            ffn_out_norm=stack("ffn_out"),
+            attn_out_norm=layers["attn_out"],
+            ffn_out_norm=layers["ffn_out"],
             layernorms=list(self._layernorms),
             logit_lens=self._logit_lens() if self.lens_positions and self.loaded.lm_head is not None else None,
             notices=list(notices),
