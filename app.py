@@ -67,51 +67,48 @@ class InsidePanel:
         c["ln_choice"].change(Handlers.gamma_beta, [trace, c["ln_choice"]], c["gamma_beta"], api_visibility="private")
 
 
+def captioned(component, name: str):
+    """`component` with the plain-language caption of the figure function `name` under it."""
+    caption(name)
+    return component
+
+
+def plot(label: str, name: str) -> gr.Plot:
+    with gr.Column():
+        return captioned(gr.Plot(label=label), name)
+
+
 def inside_panel() -> InsidePanel:
     """Lay out the views of what happened inside the model; values come from rpln_app.inside."""
-    plot = gr.Plot
     with gr.Tabs():
         with gr.Tab("Attention"):
             with gr.Row():
                 layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
                 head = gr.Slider(0, 1, value=0, step=1, label="Head")
             with gr.Row():
+                head_view = plot("Head view", "head_view")
                 with gr.Column():
-                    head_view = plot(label="Head view")
-                    caption("head_view")
-                with gr.Column():
-                    model_view = gr.Image(label="Model view: click a head", type="pil", interactive=False, height=420,
-                                          format="png", buttons=["download"])
-                    caption("model_view")
+                    model_view = captioned(
+                        gr.Image(label="Model view: click a head", type="pil", interactive=False, height=420,
+                                 format="png", buttons=["download"]),
+                        "model_view",
+                    )
             with gr.Row():
-                with gr.Column():
-                    entropy = plot(label="Attention entropy")
-                    caption("entropy_heatmap")
-                with gr.Column():
-                    rollout = plot(label="Attention rollout")
-                    caption("rollout_heatmap")
-            sinks = plot(label="Attention sinks")
-            caption("sinks_figure")
+                entropy = plot("Attention entropy", "entropy_heatmap")
+                rollout = plot("Attention rollout", "rollout_heatmap")
+            sinks = plot("Attention sinks", "sinks_figure")
         with gr.Tab("LayerNorm"):
-            ln_scale = plot(label="1/σ per LayerNorm and token")
-            caption("scale_heatmap")
-            ln_table = gr.Dataframe(label="LayerNorm statistics", interactive=False, wrap=True)
-            caption("stats_table")
+            ln_scale = plot("1/σ per LayerNorm and token", "scale_heatmap")
+            ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False, wrap=True), "stats_table")
             ln_choice = gr.Dropdown(label="LayerNorm", choices=[], interactive=True)
-            gamma_beta = plot(label="γ and β")
-            caption("gamma_beta_figure")
-            abs_input = plot(label="|input| per dimension")
-            caption("abs_input_heatmap")
+            gamma_beta = plot("γ and β", "gamma_beta_figure")
+            abs_input = plot("|input| per dimension", "abs_input_heatmap")
         with gr.Tab("Residual stream"):
-            resid_norm = plot(label="Residual norm per layer")
-            caption("norm_figure")
-            sublayer = plot(label="Sublayer outputs")
-            caption("sublayer_figure")
-            massive = plot(label="Massive activations")
-            caption("massive_figure")
+            resid_norm = plot("Residual norm per layer", "norm_figure")
+            sublayer = plot("Sublayer outputs", "sublayer_figure")
+            massive = plot("Massive activations", "massive_figure")
         with gr.Tab("Logit lens"):
-            lens = plot(label="Logit lens")
-            caption("lens_figure")
+            lens = plot("Logit lens", "lens_figure")
         with gr.Tab("Export"):
             exports = gr.File(label="Statistics as CSV and JSON", file_count="multiple", interactive=False)
     panel = InsidePanel(layer, head)
@@ -152,9 +149,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
             notices = gr.Markdown()
             with gr.Row():
                 table = gr.Dataframe(label="Predictions (click one to fill it in)", interactive=False, wrap=True)
-                with gr.Column():
-                    chart = gr.Plot(label="Scores")
-                    caption("fill_mask_figure")
+                chart = plot("Scores", "fill_mask_figure")
             panel = inside_panel()
             trace = gr.State()
             button.click(user_errors(handlers.fill_mask), [model, text, top_k],
@@ -170,9 +165,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
             gr.Examples(EXAMPLES["classification"], inputs=[text, pair])
             notices = gr.Markdown()
             with gr.Row():
-                with gr.Column():
-                    chart = gr.Plot(label="Label scores")
-                    caption("classification_figure")
+                chart = plot("Label scores", "classification_figure")
                 table = gr.Dataframe(label="Labels", interactive=False)
             panel = inside_panel()
             trace = gr.State()
@@ -190,13 +183,10 @@ def build_demo(settings: Settings) -> gr.Blocks:
             button = gr.Button("Answer", variant="primary")
             gr.Examples(EXAMPLES["qa"], inputs=[question, context])
             notices = gr.Markdown()
-            highlight = gr.HTML(label="Answer in context")
-            caption("qa_highlight_html")
+            highlight = captioned(gr.HTML(label="Answer in context"), "qa_highlight_html")
             with gr.Row():
                 table = gr.Dataframe(label="Answers", interactive=False, wrap=True)
-                with gr.Column():
-                    chart = gr.Plot(label="Start and end logits")
-                    caption("qa_logits_figure")
+                chart = plot("Start and end logits", "qa_logits_figure")
             panel = inside_panel()
             trace = gr.State()
             button.click(user_errors(handlers.answer), [model, question, context, top_k, impossible],

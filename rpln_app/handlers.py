@@ -77,7 +77,7 @@ class Handlers:
             for m, row in enumerate(result.predictions)
             for r, p in enumerate(row)
         ]
-        task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result)]
+        task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result, mask=None)]
         return task + inside_outputs(result.trace) + [result.trace]
 
     def classify(self, model_name: str, text: str, text_pair: str):

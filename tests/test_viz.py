@@ -478,3 +478,12 @@ def test_viz_never_imports_gradio_nor_runs_a_model():
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not any(name.split(".")[0] == "gradio" for name in imported), path.name
         assert not any(name.startswith(("rpln_core.load", "transformers")) for name in imported), path.name
+
+
+def test_fill_mask_figure_for_every_mask_numbers_each_masks_candidates(mlm):
+    figure = tasks.fill_mask_figure(mlm, mask=None)
+    bars = figure.data[0]
+    expected = [p.score for row in mlm.predictions for p in row]
+    assert list(bars.x) == pytest.approx(expected, rel=1e-3)
+    labels = list(bars.customdata)
+    assert labels[0].startswith("1: ") and labels[-1].startswith(f"{len(mlm.predictions)}: ")

@@ -37,14 +37,21 @@ def ranked_bars(labels: list[str], scores: list[float], title: str, axis: str) -
     return finish(fig, title, height=max(300, 28 * len(labels) + 120))
 
 
-def fill_mask_figure(result: FillMaskResult, mask: int = 0) -> go.Figure:
-    """Top-k candidates for the `mask`-th mask, as bars of their probability."""
-    check_index(mask, len(result.predictions), "Mask")
-    predictions = result.predictions[mask]
-    labels = [token_label(p.token_str) for p in predictions]
-    position = result.mask_positions[mask]
-    title = f"Mask {mask + 1} (token {position}): top {len(predictions)} predictions"
-    return ranked_bars(labels, [p.score for p in predictions], title, "probability")
+def fill_mask_figure(result: FillMaskResult, mask: int | None = 0) -> go.Figure:
+    """Top-k candidates for the `mask`-th mask (every mask, labelled by number, for None) as probability bars."""
+    masks = range(len(result.predictions)) if mask is None else [check_index(mask, len(result.predictions), "Mask")]
+    labels, scores = [], []
+    for index in masks:
+        for prediction in result.predictions[index]:
+            prefix = f"{index + 1}: " if mask is None and len(result.predictions) > 1 else ""
+            labels.append(prefix + token_label(prediction.token_str))
+            scores.append(prediction.score)
+    if len(masks) == 1:
+        position = result.mask_positions[masks[0]]
+        title = f"Mask {masks[0] + 1} (token {position}): top {len(labels)} predictions"
+    else:
+        title = f"Top {len(result.predictions[0])} predictions for each of {len(masks)} masks"
+    return ranked_bars(labels, scores, title, "probability")
 
 
 def classification_figure(result: ClassificationResult) -> go.Figure:
