@@ -26,6 +26,8 @@ EOS = "</s>"
 
 def attention_entropy_per_query(trace: Trace) -> Tensor:
     """[layers, heads, tokens] Shannon entropy (nats) of each query's attention row; 0·log 0 = 0."""
+    if trace.attentions.element_size() == 1 and trace.attention_entropy is not None:
+        return trace.attention_entropy  # 8-bit storage is too coarse for entropy: use the pass's own
     return torch.special.entr(trace.attentions.float()).sum(dim=-1)
 
 

@@ -160,3 +160,18 @@ def test_capture_without_a_forward_pass_is_an_error(loaded):
         pass
     with pytest.raises(RplnError):
         cap.trace(encoded.tokens)
+
+
+def test_long_inputs_keep_attentions_in_8_bits_with_exact_entropy(loaded):
+    """Past the byte budget attentions are stored as float8; the pass still records full-precision entropy."""
+    from rpln_core import analysis
+
+    model = loaded("pre-ln")
+    _, _, full = capture(model)
+    _, _, small = capture(model, options=CaptureOptions(attention_budget_bytes=1024))
+    assert small.attentions.dtype == torch.float8_e5m2
+    assert any("8-bit" in notice for notice in small.notices)
+    torch.testing.assert_close(small.attentions.float(), full.attentions, atol=0.07, rtol=0.13)
+    exact = torch.special.entr(full.attentions).sum(-1)
+    torch.testing.assert_close(small.attention_entropy, exact)
+    torch.testing.assert_close(analysis.attention_entropy_per_query(small), exact)
