@@ -26,8 +26,10 @@ EOS = "</s>"
 
 def attention_entropy_per_query(trace: Trace) -> Tensor:
     """[layers, heads, tokens] Shannon entropy (nats) of each query's attention row; 0·log 0 = 0."""
-    if trace.attentions.element_size() == 1 and trace.attention_entropy is not None:
-        return trace.attention_entropy  # 8-bit storage is too coarse for entropy: use the pass's own
+    if trace.attention_entropy is not None:
+        # Recorded during the pass from the full-precision weights: exact, and free to reuse, whereas
+        # recomputing from stored (float16 or 8-bit) attentions is slower and less precise.
+        return trace.attention_entropy
     return torch.special.entr(trace.attentions.float()).sum(dim=-1)
 
 
