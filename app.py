@@ -6,12 +6,13 @@ Run `python app.py` (flags: --host, --port, --models, --public/--no-public, --th
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
 
 import gradio as gr
 
-from rpln_app.handlers import Handlers, user_errors
-from rpln_app.inside import INSIDE_KEYS
+from rpln_app.handlers import Handlers, import_engine, user_errors
+from rpln_app.keys import INSIDE_KEYS
 from rpln_app.registry import ModelRegistry, limit_threads
 from rpln_app.settings import Settings, from_environment
 from viz.captions import CAPTIONS
@@ -206,4 +207,6 @@ demo = build_demo(settings)
 
 if __name__ == "__main__":
     limit_threads(settings.threads)
+    # Serve the page at once and let torch/transformers import meanwhile, before the first click.
+    threading.Thread(target=import_engine, name="import-engine", daemon=True).start()
     demo.launch(server_name=settings.host, server_port=settings.port, css=".caption {font-size: 0.9em; opacity: 0.8}")

@@ -5,18 +5,43 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
-from rpln_core import RplnError, analysis, answer, classify, fill_mask
-from rpln_core.capture import Trace
-from viz import attention, layernorm, tasks
+from rpln_core.errors import RplnError
 
-from .inside import InsideValues, empty_figure, inside_values, table_rows
 from .registry import ModelRegistry
 
+if TYPE_CHECKING:
+    from rpln_core.capture import Trace
+
 log = logging.getLogger("rpln_app")
+
+
+@functools.cache
+def import_engine() -> None:
+    """Import the engine and the figures, which pull in torch and transformers (~5 s of start-up).
+
+    Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
+    """
+    global analysis, answer, classify, fill_mask, attention, layernorm, tasks
+    global InsideValues, empty_figure, inside_values, table_rows
+    from rpln_core import analysis, answer, classify, fill_mask  # noqa: F401
+    from viz import attention, layernorm, tasks  # noqa: F401
+
+    from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401
+
+
+def needs_engine(fn: Callable) -> Callable:
+    """Import the engine before `fn` runs (once; later calls cost a cache lookup)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import_engine()
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -70,6 +95,7 @@ class Handlers:
 
     # --- task tabs: each returns task outputs, then the inside panel, then the trace for later events
 
+    @needs_engine
     def fill_mask(self, model_name: str, text: str, top_k: float):
         result = fill_mask(self.registry.get(model_name), text, top_k=int(top_k))
         rows = [
@@ -80,12 +106,14 @@ class Handlers:
         task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result, mask=None)]
         return task + inside_outputs(result.trace) + [result.trace]
 
+    @needs_engine
     def classify(self, model_name: str, text: str, text_pair: str):
         result = classify(self.registry.get(model_name), text, text_pair or None)
         rows = [{"label": label.label, "score": label.score} for label in result.labels]
         task = [notices_markdown(result.notices), tasks.classification_figure(result), table_rows(rows)]
         return task + inside_outputs(result.trace) + [result.trace]
 
+    @needs_engine
     def answer(self, model_name: str, question: str, context: str, top_k: float, impossible: bool):
         result = answer(
             self.registry.get(model_name), question, context, top_k=int(top_k), handle_impossible_answer=impossible
@@ -104,12 +132,14 @@ class Handlers:
     # --- follow-up events on a stored trace: no model call
 
     @staticmethod
+    @needs_engine
     def head_view(trace: Trace | None, layer: float, head: float):
         if trace is None:
             return None
         return attention.head_view(trace, int(layer), int(head))
 
     @staticmethod
+    @needs_engine
     def model_view_click(trace: Trace | None, evt: gr.SelectData):
         """Clicking a thumbnail moves the sliders to that layer and head (and so redraws the head view)."""
         cell = attention.model_view_cell(int(evt.index[0]), int(evt.index[1]), trace) if trace is not None else None
@@ -118,6 +148,7 @@ class Handlers:
         return gr.Slider(value=cell[0]), gr.Slider(value=cell[1])
 
     @staticmethod
+    @needs_engine
     def gamma_beta(trace: Trace | None, name: str):
         if trace is None or not name:
             return None
@@ -147,14 +178,17 @@ class Handlers:
 
     # --- JSON endpoints for gradio_client: the numbers behind the pictures
 
+    @needs_engine
     def fill_mask_api(self, text: str, model: str, top_k: int = 5) -> dict:
         result = fill_mask(self.registry.get(model), text, top_k=int(top_k))
         return {"model": model, "predictions": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
+    @needs_engine
     def classify_api(self, text: str, model: str, text_pair: str = "") -> dict:
         result = classify(self.registry.get(model), text, text_pair or None)
         return {"model": model, "labels": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
+    @needs_engine
     def answer_api(self, question: str, context: str, model: str, top_k: int = 1) -> dict:
         result = answer(self.registry.get(model), question, context, top_k=int(top_k))
         answers = result.to_pipeline()

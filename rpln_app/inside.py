@@ -13,28 +13,12 @@ import plotly.graph_objects as go
 from rpln_core import Trace
 from viz import attention, export, layernorm, lens, residual
 
+from .keys import INSIDE_KEYS
+
 # Gradio copies returned files into its own cache, so only the newest few export folders need to stay.
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "rpln-exports"
 EXPORTS_KEPT = 16
 
-# The order of the panel's components; app.py builds them in this order and handlers fill them.
-INSIDE_KEYS = (
-    "head_view",
-    "model_view",
-    "entropy",
-    "rollout",
-    "sinks",
-    "ln_scale",
-    "ln_table",
-    "ln_choice",
-    "gamma_beta",
-    "abs_input",
-    "resid_norm",
-    "sublayer",
-    "massive",
-    "lens",
-    "exports",
-)
 
 
 @dataclass

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import torch
+from rpln_core.errors import RplnError
 
-from rpln_core import RplnError, load_model
-from rpln_core.load import LoadedModel
+if TYPE_CHECKING:
+    from rpln_core.load import LoadedModel
 
 
 class ModelRegistry:
@@ -31,6 +32,8 @@ class ModelRegistry:
             if name in self._cache:
                 self._cache.move_to_end(name)
                 return self._cache[name]
+            from rpln_core.load import load_model  # torch and transformers load with the first model
+
             model = load_model(name)
             self._cache[name] = model
             while len(self._cache) > self.cache_size:
@@ -40,6 +43,8 @@ class ModelRegistry:
 
 def limit_threads(requested: int = 0) -> int:
     """Use at most one torch thread per core: oversubscription made 1 s requests take a minute here."""
+    import torch
+
     cores = os.cpu_count() or 1
     threads = cores if requested <= 0 else min(requested, cores)
     torch.set_num_threads(threads)

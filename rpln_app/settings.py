@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from rpln_core.load import HUB_PRESETS, bundled_models
+from rpln_core.catalog import HUB_PRESETS, bundled_models
 
 DEFAULT_MODELS = {"fill-mask": "preln-mini", "classification": "preln-mini-sentiment", "qa": "preln-mini-qa"}
 

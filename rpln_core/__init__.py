@@ -1,26 +1,37 @@
-"""PreLN Explorer's engine: load a RoBERTa(-PreLayerNorm) checkpoint, run a task once, keep the trace."""
+"""PreLN Explorer's engine: load a RoBERTa(-PreLayerNorm) checkpoint, run a task once, keep the trace.
 
-from .capture import CaptureOptions, LayerNormStats, LogitLens, Trace
-from .errors import RplnError
-from .load import HUB_PRESETS, LoadedModel, bundled_models, load_model
-from .tasks.classify import ClassificationResult, classify
-from .tasks.fill_mask import FillMaskResult, fill_mask
-from .tasks.qa import QAResult, answer
+Names are imported on first use (PEP 562), so `import rpln_core` costs nothing until a name that
+needs torch and transformers is touched: the app starts serving without waiting for them.
+"""
 
-__all__ = [
-    "CaptureOptions",
-    "ClassificationResult",
-    "FillMaskResult",
-    "HUB_PRESETS",
-    "LayerNormStats",
-    "LoadedModel",
-    "LogitLens",
-    "QAResult",
-    "RplnError",
-    "Trace",
-    "answer",
-    "bundled_models",
-    "classify",
-    "fill_mask",
-    "load_model",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "CaptureOptions": "capture",
+    "LayerNormStats": "capture",
+    "LogitLens": "capture",
+    "Trace": "capture",
+    "RplnError": "errors",
+    "HUB_PRESETS": "catalog",
+    "bundled_models": "catalog",
+    "LoadedModel": "load",
+    "load_model": "load",
+    "ClassificationResult": "tasks.classify",
+    "classify": "tasks.classify",
+    "FillMaskResult": "tasks.fill_mask",
+    "fill_mask": "tasks.fill_mask",
+    "QAResult": "tasks.qa",
+    "answer": "tasks.qa",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'rpln_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value

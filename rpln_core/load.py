@@ -22,18 +22,11 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from . import synthetic
+from .catalog import BUNDLED_DIR, HUB_PRESETS, bundled_models  # noqa: F401 - re-exported
 from .errors import RplnError
 
 Architecture = Literal["pre-ln", "post-ln"]
 Task = Literal["mlm", "classification", "qa", "base"]
-
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
-
-# The eight public pre-LN checkpoints of Wettig et al. (2023), and the post-LN models to compare them with.
-HUB_PRESETS = [f"andreasmadsen/efficient_mlm_m0.{p}" for p in ("15", "20", "30", "40", "50", "60", "70", "80")] + [
-    "FacebookAI/roberta-base",
-    "FacebookAI/roberta-large",
-]
 
 MODEL_TYPES: dict[str, Architecture] = {"roberta-prelayernorm": "pre-ln", "roberta": "post-ln"}
 
@@ -108,13 +101,6 @@ class LoadedModel:
     @property
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
-
-
-def bundled_models() -> list[str]:
-    """Names of the models shipped under models/ (each a from_pretrained directory)."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
 
 
 def load_model(name_or_path: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
