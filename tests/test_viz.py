@@ -487,3 +487,13 @@ def test_fill_mask_figure_for_every_mask_numbers_each_masks_candidates(mlm):
     assert list(bars.x) == pytest.approx(expected, rel=1e-3)
     labels = list(bars.customdata)
     assert labels[0].startswith("1: ") and labels[-1].startswith(f"{len(mlm.predictions)}: ")
+
+
+def test_small_models_get_larger_thumbnails_and_clicks_still_find_their_head(mlm):
+    trace = mlm.trace
+    image = attention.model_view(trace)  # default size: a 3 x 4 mosaic would be a stamp at 32 px
+    cell = attention.thumbnail_size(trace.num_layers, trace.num_heads)
+    assert cell > 32
+    assert image.size == (trace.num_heads * (cell + attention.GAP), trace.num_layers * (cell + attention.GAP))
+    centre = lambda index: index * (cell + attention.GAP) + cell // 2  # noqa: E731
+    assert attention.model_view_cell(centre(3), centre(2), trace) == (2, 3)

@@ -47,7 +47,16 @@ def head_view(trace: Trace, layer: int, head: int) -> go.Figure:
     return finish(fig, f"blocks.{layer}.attn, head {head}: attention pattern", height=450)
 
 
-def model_view(trace: Trace, cell: int = 32) -> Image.Image:
+MIN_CELL = 32
+MOSAIC_SIDE = 400  # small models get bigger thumbnails, so their mosaic is not a stamp in the page
+
+
+def thumbnail_size(layers: int, heads: int) -> int:
+    """Pixels per thumbnail side: at least MIN_CELL, more when few heads leave the mosaic small."""
+    return max(MIN_CELL, MOSAIC_SIDE // max(layers, heads))
+
+
+def model_view(trace: Trace, cell: int | None = None) -> Image.Image:
     """All heads at once: rows are layers, columns heads, each pattern shrunk (or enlarged) to `cell`×`cell`.
 
     A pixel's colour is the weight its queries put on its keys (when pooling: the summed weight of the keys
@@ -55,9 +64,10 @@ def model_view(trace: Trace, cell: int = 32) -> Image.Image:
     heads draw dark lines, evenly spread ones stay pale. The image is (heads·(cell+GAP)) × (layers·(cell+GAP))
     pixels; `model_view_cell` maps a click back to its head.
     """
+    layers, heads, tokens, _ = trace.attentions.shape
+    cell = cell or thumbnail_size(layers, heads)
     if cell < 1:
         raise ValueError("cell must be at least 1 pixel.")
-    layers, heads, tokens, _ = trace.attentions.shape
     patterns = trace.attentions.float().reshape(layers * heads, 1, tokens, tokens)
     if tokens > cell:
         patterns = F.adaptive_avg_pool2d(patterns, cell)  # each pixel is the mean of the weights it covers
@@ -81,7 +91,9 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return rgb.round().astype(np.uint8).reshape(*values.shape, 3)
 
 
-def model_view_cell(x: int, y: int, trace_or_shape: Trace | tuple[int, int], cell: int = 32) -> tuple[int, int] | None:
+def model_view_cell(
+    x: int, y: int, trace_or_shape: Trace | tuple[int, int], cell: int | None = None
+) -> tuple[int, int] | None:
     """The (layer, head) whose thumbnail holds pixel (x, y) of `model_view`, or None for a gap or outside.
 
     `trace_or_shape` is the trace drawn, or its (layers, heads).
@@ -90,6 +102,7 @@ def model_view_cell(x: int, y: int, trace_or_shape: Trace | tuple[int, int], cel
         layers, heads = trace_or_shape.num_layers, trace_or_shape.num_heads
     else:
         layers, heads = trace_or_shape
+    cell = cell or thumbnail_size(layers, heads)
     x, y = int(x), int(y)
     if x < 0 or y < 0:
         return None
