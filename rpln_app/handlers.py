@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable
@@ -68,9 +69,8 @@ def notices_markdown(notices: list[str]) -> str:
 
 def gr_escape(text: str) -> str:
     """Escape text for a Markdown component: no HTML, no Markdown syntax from user input."""
-    import html
-
-    return re.sub(r"([\\`*_{}\[\]()#+\-!|>~])", r"\\\1", html.escape(text))
+    # quote=False: an entity such as &#x27; would have its '#' escaped below and show up verbatim.
+    return re.sub(r"([\\`*_{}\[\]()#+\-!|>~])", r"\\\1", html.escape(text, quote=False))
 
 
 def inside_outputs(trace: Trace) -> list[Any]:

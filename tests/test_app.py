@@ -91,3 +91,11 @@ def test_a_model_that_cannot_be_loaded_keeps_the_previous_one(models):
 def test_clicking_a_prediction_fills_that_mask_as_the_model_would_write_it():
     assert _fill("The <mask> sat on the <mask>.", "<mask>", 2, " mat") == "The <mask> sat on the mat."
     assert _fill("The <mask> sat.", "<mask>", 1, " cat") == "The cat sat."
+
+
+def test_notices_reach_markdown_with_no_html_and_no_markdown_syntax():
+    from rpln_app.handlers import notices_markdown
+
+    shown = notices_markdown([f"[MASK] was read as the model's {HOSTILE}"])
+    assert "<" not in shown and "&lt;script&gt;" in shown
+    assert r"\[MASK\]" in shown and "model's" in shown
