@@ -129,18 +129,19 @@ class Handlers:
         ]
         return task + inside_outputs(result.trace) + [result.trace]
 
-    # --- follow-up events on a stored trace: no model call
+    # --- follow-up events on a stored trace: no model call. `trace` is typed Any on purpose: Gradio
+    # resolves these hints at run time to find the SelectData parameter, and Trace is imported lazily.
 
     @staticmethod
     @needs_engine
-    def head_view(trace: Trace | None, layer: float, head: float):
+    def head_view(trace: Any, layer: float, head: float):
         if trace is None:
             return None
         return attention.head_view(trace, int(layer), int(head))
 
     @staticmethod
     @needs_engine
-    def model_view_click(trace: Trace | None, evt: gr.SelectData):
+    def model_view_click(trace: Any, evt: gr.SelectData):
         """Clicking a thumbnail moves the sliders to that layer and head (and so redraws the head view)."""
         cell = attention.model_view_cell(int(evt.index[0]), int(evt.index[1]), trace) if trace is not None else None
         if cell is None:
@@ -149,7 +150,7 @@ class Handlers:
 
     @staticmethod
     @needs_engine
-    def gamma_beta(trace: Trace | None, name: str):
+    def gamma_beta(trace: Any, name: str):
         if trace is None or not name:
             return None
         return layernorm.gamma_beta_figure(trace, name)

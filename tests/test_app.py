@@ -99,3 +99,15 @@ def test_notices_reach_markdown_with_no_html_and_no_markdown_syntax():
     shown = notices_markdown([f"[MASK] was read as the model's {HOSTILE}"])
     assert "<" not in shown and "&lt;script&gt;" in shown
     assert r"\[MASK\]" in shown and "model's" in shown
+
+
+def test_event_handlers_hints_resolve_so_gradio_can_pass_select_data():
+    """Gradio finds the SelectData parameter through the type hints; an unresolvable hint silently drops it."""
+    import typing
+
+    import gradio as gr
+
+    assert typing.get_type_hints(Handlers.model_view_click)["evt"] is gr.SelectData
+    assert typing.get_type_hints(Handlers.fill_in)["evt"] is gr.SelectData
+    for handler in (Handlers.head_view, Handlers.gamma_beta):
+        typing.get_type_hints(handler)

@@ -98,3 +98,26 @@ def test_qa_tab_highlights_an_answer_and_escapes_the_context(page):
     assert tab.locator("img[src='x']").count() == 0
     assert_inside_views_rendered(tab, "qa.png")
     assert page.dialogs == []
+
+
+def test_clicking_a_model_view_thumbnail_opens_that_head(page):
+    tab = open_tab(page, "Fill-mask")
+    image = tab.locator("img[src*='/file=']").first
+    image.wait_for(timeout=RESULT_TIMEOUT_MS)
+    natural_width, natural_height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    layers, heads = 3, 4  # the tiny test model
+    from viz.attention import GAP, thumbnail_size
+
+    cell = thumbnail_size(layers, heads)
+    assert (natural_width, natural_height) == (heads * (cell + GAP), layers * (cell + GAP))
+    # Where the image is drawn inside its element: shrunk to fit (never enlarged) and centred, as Gradio maps clicks.
+    box = image.bounding_box()
+    scale = min(box["width"] / natural_width, box["height"] / natural_height, 1.0)
+    left = (box["width"] - natural_width * scale) / 2
+    top = (box["height"] - natural_height * scale) / 2
+    centre = lambda index: (index * (cell + GAP) + cell / 2) * scale  # noqa: E731
+    image.click(position={"x": left + centre(3), "y": top + centre(2)})  # head 3 of layer 2
+    sliders = tab.locator("input[type='number']")
+    expect(sliders.nth(1)).to_have_value("2", timeout=30_000)  # layer (the first number box is top k)
+    expect(sliders.nth(2)).to_have_value("3", timeout=30_000)  # head
+    expect(tab.get_by_text("blocks.2.attn, head 3")).to_be_visible(timeout=30_000)
