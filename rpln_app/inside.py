@@ -20,7 +20,6 @@ EXPORT_ROOT = Path(tempfile.gettempdir()) / "rpln-exports"
 EXPORTS_KEPT = 16
 
 
-
 @dataclass
 class InsideValues:
     """One value per INSIDE_KEYS entry (a figure, an image, table rows, a choice or file paths)."""
@@ -80,11 +79,3 @@ def empty_figure(message: str) -> go.Figure:
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(height=160, xaxis_visible=False, yaxis_visible=False)
     return fig
-
-
-def clicked_head(trace: Trace, x: int, y: int) -> tuple[int, int] | None:
-    """The (layer, head) thumbnail under a click on the model view, if any."""
-    return attention.model_view_cell(x, y, trace)
-
-
-
