@@ -4,7 +4,7 @@ Training logs every step to `<out>/train_log.csv` (step, loss, lr, elapsed_s) an
 (safetensors + the base's tokenizer files). The held-out figures in `<out>/eval.json` come from reloading
 that directory with `rpln_core.load.load_model` and calling `classify` / `answer`, so they are what the app
 does, next to a trivial baseline: the majority class for sentiment, the context's first definition for QA.
-Run from the repository root: `python -m scripts.finetune --task sentiment --base runs/preln/model --out ...`.
+Run from the repository root: `python -m scripts.finetune --task sentiment --base models/preln-mini --out ...`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from rpln_core.tasks.qa import answer
 from rpln_core.tasks.qa_spans import make_qa_windows
 from scripts.build_corpus import SENTIMENT_LABELS
 from scripts.build_qa import first_entry_answer
-from scripts.train_mlm import TrainConfig, build_optimizer
+from scripts.train_mlm import TrainConfig, autocast, build_optimizer, resolve_device
 from scripts.train_tokenizer import copy_tokenizer_files
 
 LOG = "train_log.csv"
@@ -51,7 +51,7 @@ class FinetuneConfig:
     """The fine-tuning recipe; every field is a CLI flag."""
 
     task: str = "sentiment"
-    base: Path = Path("runs/preln/model")
+    base: Path = Path("models/preln-mini")
     data: Path = Path("data")
     out: Path = Path("runs/ft-sentiment")
     epochs: float = 3.0  # may be fractional: steps = ceil(epochs * examples / batch_size)
@@ -62,6 +62,7 @@ class FinetuneConfig:
     clip_norm: float = 1.0
     seed: int = 0
     threads: int = 1
+    device: str = "auto"  # cuda when present; evaluation always runs on the CPU, as the app does
     max_train: int | None = None  # a seeded sample of this many training examples, for quick runs
     max_test: int | None = None  # a seeded sample of this many test examples, for quick runs (files are label-sorted)
     log_every: int = 50
@@ -173,7 +174,9 @@ def load_base(config: FinetuneConfig) -> LoadedModel:
         labels = dict(id2label=SENTIMENT_LABELS, label2id={v: k for k, v in SENTIMENT_LABELS.items()})
     torch.manual_seed(config.seed)  # the head's initialisation
     try:
-        model = MODEL_CLASSES[(architecture, head)].from_pretrained(config.base, attn_implementation="sdpa", **labels)
+        model = MODEL_CLASSES[(architecture, head)].from_pretrained(
+            config.base, attn_implementation="sdpa", dtype=torch.float32, **labels  # bundled weights are fp16
+        )
         tokenizer = AutoTokenizer.from_pretrained(config.base)
     except (OSError, ValueError) as error:
         raise RplnError(f"could not load the base model {config.base}: {error}") from error
@@ -209,7 +212,8 @@ def total_steps(config: FinetuneConfig, examples: int) -> int:
 
 def train_model(loaded: LoadedModel, features: Features, config: FinetuneConfig) -> tuple[int, float]:
     """AdamW with linear warmup and decay; logs each step. Returns (steps, seconds)."""
-    model: PreTrainedModel = loaded.model
+    device = resolve_device(config.device)
+    model: PreTrainedModel = loaded.model.to(device)
     steps = total_steps(config, len(features))
     # RoBERTa's AdamW (betas, eps, no decay on biases and LayerNorms), shared with pre-training
     optimizer = build_optimizer(model, TrainConfig(lr=config.lr, weight_decay=config.weight_decay))
@@ -222,7 +226,9 @@ def train_model(loaded: LoadedModel, features: Features, config: FinetuneConfig)
         writer.writerow(["step", "loss", "lr", "elapsed_s"])
         for step, indices in zip(range(steps), schedule):
             lr = scheduler.get_last_lr()[0]
-            loss = model(**features.batch(indices, pad_id)).loss
+            batch = {name: tensor.to(device) for name, tensor in features.batch(indices, pad_id).items()}
+            with autocast(device, "auto"):
+                loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_norm > 0:
@@ -241,7 +247,7 @@ def train_model(loaded: LoadedModel, features: Features, config: FinetuneConfig)
 def save_model(loaded: LoadedModel, config: FinetuneConfig) -> Path:
     """A standard HF directory that `load_model` reads: safetensors, config with id2label, tokenizer files."""
     directory = config.out / "model"
-    loaded.model.save_pretrained(directory, safe_serialization=True)
+    loaded.model.cpu().save_pretrained(directory, safe_serialization=True)
     copy_tokenizer_files(config.base, directory)
     return directory
 

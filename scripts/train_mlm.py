@@ -90,6 +90,8 @@ class TrainConfig:
     clip_norm: float = 1.0
     amp: str = "auto"
     eval_max_blocks: int = 2000
+    cache: Path = Path("runs/cache")  # packed blocks, shared by every run on the same data and tokenizer
+    pack_only: bool = False
 
 
 @dataclass
@@ -412,7 +414,10 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     config.out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
-    blocks = load_blocks(config.data, config.tokenizer, tokenizer, config.max_length, config.out / "cache")
+    blocks = load_blocks(config.data, config.tokenizer, tokenizer, config.max_length, config.cache)
+    if config.pack_only:
+        print(f"{len(blocks):,} blocks of {config.max_length} tokens in {config.cache}", flush=True)
+        return TrainResult(0, False, None, 0.0)
     state = new_state(config, len(tokenizer), device)
     if config.resume:
         load_checkpoint(state, config, device)
@@ -440,10 +445,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     parser.add_argument("--eval-data", type=Path, help="held-out text (default: pretrain_test.txt beside --data)")
     parser.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; for CPU chunks")
-    skip = {"arch", "device", "amp", "resume", "eval_data", "stop_at"}
+    parser.add_argument(
+        "--pack-only", action="store_true", help="only tokenize the corpus into --cache (before parallel runs)"
+    )
+    skip = {"arch", "device", "amp", "resume", "eval_data", "stop_at", "pack_only"}
     for item in fields(TrainConfig):
         if item.name not in skip:
-            kind = Path if item.name in {"data", "tokenizer", "out"} else type(getattr(defaults, item.name))
+            kind = Path if item.name in {"data", "tokenizer", "out", "cache"} else type(getattr(defaults, item.name))
             parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=getattr(defaults, item.name))
     config = TrainConfig(**vars(parser.parse_args(argv)))
     if config.eval_data is None:
@@ -460,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RplnError as error:
         print(f"train_mlm: {error.message}", file=sys.stderr)
         return 2
-    print(f"stopped at step {result.step}; {result.tokens_per_s:,.0f} tokens/s; model: {result.model_dir}")
+    if not config.pack_only:
+        print(f"stopped at step {result.step}; {result.tokens_per_s:,.0f} tokens/s; model: {result.model_dir}")
     return 0  # a diverged no-warmup run is a result too: its curve is in the log
 
 

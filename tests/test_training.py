@@ -68,6 +68,7 @@ def tiny_config(corpus: Path, tokenizer_dir: Path, out: Path, **overrides) -> Tr
         intermediate_size=64,
         max_length=32,
         eval_max_blocks=50,
+        cache=out / "cache",
     )
     return replace(config, **overrides)
 
