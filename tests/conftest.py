@@ -72,23 +72,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(checkpoint_dir):
-    """The app in public mode (as on Spaces) serving tiny checkpoints on a free loopback port."""
+def app_server():
+    """The app as shipped, in public mode (as on Spaces): the bundled models, on a free loopback port."""
     import app as app_module
-    from rpln_app.settings import Settings
+    from rpln_app.settings import DEFAULT_MODELS, Settings
+    from rpln_core.catalog import bundled_models
 
-    models = {
-        "fill-mask": str(checkpoint_dir("pre-ln", "mlm")),
-        "post-ln": str(checkpoint_dir("post-ln", "mlm")),
-        "classification": str(checkpoint_dir("pre-ln", "classification", **LABELS)),
-        "qa": str(checkpoint_dir("pre-ln", "qa")),
-    }
-    settings = Settings(
-        port=free_port(),
-        public=True,
-        models=list(models.values()),
-        defaults={task: models[task] for task in ("fill-mask", "classification", "qa")},
-    )
+    models = {**DEFAULT_MODELS, "post-ln": "postln-mini"}
+    settings = Settings(port=free_port(), public=True, models=bundled_models())
     demo = app_module.build_demo(settings)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     try:

@@ -26,11 +26,12 @@ def client(app_server):
 def test_fill_mask_endpoint_returns_the_engines_predictions(client, models):
     text = "The cat sat on the <mask>."
     served = client.predict(text=text, model=models["fill-mask"], top_k=3, api_name="/fill_mask")
-    direct = fill_mask(load_model(models["fill-mask"]), text, top_k=3)
+    loaded = load_model(models["fill-mask"])
+    direct = fill_mask(loaded, text, top_k=3)
     assert [p["token"] for p in served["predictions"]] == [p.token for p in direct.predictions[0]]
     assert served["predictions"][0]["score"] == pytest.approx(direct.predictions[0][0].score, abs=1e-6)
     assert served["tokens"] == direct.trace.tokens.strings
-    assert len(served["layers"]) == 3 and "resid_post_norm" in served["layers"][0]
+    assert len(served["layers"]) == loaded.num_layers and "resid_post_norm" in served["layers"][0]
 
 
 def test_classify_endpoint_returns_the_engines_labels(client, models):
@@ -46,6 +47,29 @@ def test_answer_endpoint_returns_spans_of_the_context(client, models):
     direct = answer(load_model(models["qa"]), "Who wrote it?", context, top_k=2)
     assert [a["answer"] for a in served["answers"]] == [a.answer for a in direct.answers]
     assert all(context[a["start"] : a["end"]] == a["answer"] for a in served["answers"])
+
+
+def test_the_tabs_examples_give_sensible_results_with_the_bundled_models(client, models):
+    from app import EXAMPLES
+
+    def top5(text: str) -> list[list[str]]:
+        served = client.predict(text=text, model=models["fill-mask"], top_k=5, api_name="/fill_mask")
+        rows = served["predictions"] if isinstance(served["predictions"][0], list) else [served["predictions"]]
+        return [[p["token_str"].strip() for p in row] for row in rows]
+
+    president, genesis, movie = (example[0] for example in EXAMPLES["fill-mask"])
+    assert {"people", "nation", "country"} & set(top5(president)[0])
+    assert {"heaven", "earth"} & set(top5(genesis)[0])
+    first, second = top5(movie)
+    assert {"good", "great", "bad"} & set(first) and "again" in second
+    labels = [
+        client.predict(text=text, model=models["classification"], api_name="/classify")["labels"][0]["label"]
+        for text, _ in EXAMPLES["classification"]
+    ]
+    assert labels == ["positive", "negative"]
+    question, context = EXAMPLES["qa"][0]
+    served = client.predict(question=question, context=context, model=models["qa"], api_name="/answer")
+    assert served["answers"][0]["answer"].startswith("bowed stringed instrument")
 
 
 @pytest.mark.parametrize(

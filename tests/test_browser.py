@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rpln_core.load import load_model
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -23,6 +25,7 @@ if not Path(CHROMIUM).exists():
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+MODEL_VIEW_IMAGE = "img[src^='data:'], img[src*='/file=']"
 RESULT_TIMEOUT_MS = 90_000  # CI's 2 cores may be busy with the rest of the suite
 
 
@@ -60,7 +63,7 @@ def assert_inside_views_rendered(panel, screenshot: str):
     """Plotly drew real SVG for the charts and the model-view image has pixels."""
     expect(panel.locator(".js-plotly-plot .heatmaplayer").first).to_be_attached(timeout=RESULT_TIMEOUT_MS)
     assert panel.locator(".js-plotly-plot").count() >= 5
-    image = panel.locator("img[src^='data:'], img[src*='/file=']").first
+    image = panel.locator(MODEL_VIEW_IMAGE).first
     image.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert image.evaluate("img => img.naturalWidth") > 0
     ARTIFACTS.mkdir(exist_ok=True)
@@ -100,12 +103,13 @@ def test_qa_tab_highlights_an_answer_and_escapes_the_context(page):
     assert page.dialogs == []
 
 
-def test_clicking_a_model_view_thumbnail_opens_that_head(page):
+def test_clicking_a_model_view_thumbnail_opens_that_head(page, app_server):
     tab = open_tab(page, "Fill-mask")
-    image = tab.locator("img[src*='/file=']").first
+    image = tab.locator(MODEL_VIEW_IMAGE).first
     image.wait_for(timeout=RESULT_TIMEOUT_MS)
     natural_width, natural_height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-    layers, heads = 3, 4  # the tiny test model
+    config = load_model(app_server.models["fill-mask"]).config
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
     from viz.attention import GAP, thumbnail_size
 
     cell = thumbnail_size(layers, heads)
