@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from . import synthetic
 from .capture import CaptureOptions
 from .load import LoadedModel, random_model
+from .init_std import REFERENCE_STD, REFERENCE_WIDTH, matched_init_std  # noqa: F401 - re-exported
 from .synthetic import Architecture
 from .tasks.common import captured_pass
 from .tokens import encode
@@ -37,18 +38,6 @@ DEFAULT_TEXT = " ".join(synthetic.SAMPLE_TEXT[:4])
 # RoBERTa's position table, fixed so a longer text does not change the random draws of other weights.
 MAX_POSITIONS = 514
 DEFAULT_DEPTHS = (3, 6, 12, 24)
-REFERENCE_WIDTH, REFERENCE_STD = 1024, 0.02  # roberta-large with HF's default init: the issue's measurements
-
-
-def matched_init_std(width: int) -> float:
-    """The init std that gives a `width`-wide model roberta-large's relative init (std * sqrt(width) held fixed).
-
-    A branch's output scale goes with std * sqrt(width), so 0.02 on a narrow model makes every branch
-    nearly silent and both architectures behave like the identity; this std restores the effects.
-    """
-    return REFERENCE_STD * math.sqrt(REFERENCE_WIDTH / width)
-
-
 @dataclass
 class GradientsAtInit:
     """Gradient norms of one freshly initialised MLM after one masked-LM loss, backward."""
