@@ -41,16 +41,23 @@ def slug(text: str, limit: int = 60) -> str:
 
 def write_exports(trace: Trace, directory: str | Path) -> list[Path]:
     """Write `<slug>-trace.json` (every table) and `<slug>-<table>.csv` into `directory`; return their paths."""
+    about = {"model_name": trace.model_name, "architecture": trace.architecture}
+    return write_tables(trace_tables(trace), directory, slug(trace.model_name), about, json_name="trace")
+
+
+def write_tables(
+    tables: dict[str, list[dict]], directory: str | Path, prefix: str, about: dict, json_name: str
+) -> list[Path]:
+    """`<prefix>-<json_name>.json` holding `about` and every table, then `<prefix>-<table>.csv` per table."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    prefix = slug(trace.model_name)
-    tables = {name: [clean(row) for row in rows] for name, rows in trace_tables(trace).items()}
-    document = {"model_name": trace.model_name, "architecture": trace.architecture, "tables": tables}
-    json_path = directory / f"{prefix}-trace.json"
+    tables = {table: [clean(row) for row in rows] for table, rows in tables.items()}
+    json_path = directory / f"{prefix}-{json_name}.json"
+    document = {**about, "tables": tables}
     json_path.write_text(json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
     paths = [json_path]
-    for name, rows in tables.items():
-        path = directory / f"{prefix}-{name}.csv"
+    for table, rows in tables.items():
+        path = directory / f"{prefix}-{table}.csv"
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
             writer.writeheader()
