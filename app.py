@@ -15,6 +15,7 @@ from rpln_app.handlers import Handlers, import_engine, user_errors
 from rpln_app.keys import INSIDE_KEYS
 from rpln_app.registry import ModelRegistry, limit_threads
 from rpln_app.settings import Settings, from_environment
+from rpln_app.teaching import TeachingHandlers
 from viz.captions import CAPTIONS
 
 INTRO = """# PreLN Explorer
@@ -117,13 +118,13 @@ def inside_panel() -> InsidePanel:
     return panel
 
 
-def model_picker(settings: Settings, handlers: Handlers, task: str) -> gr.Dropdown:
+def model_picker(settings: Settings, handlers: Handlers, task: str, label: str = "Model") -> gr.Dropdown:
     """A model dropdown; in public mode only the allow-list, otherwise also free Hub ids and local paths."""
     default = settings.defaults[task]
     picker = gr.Dropdown(
         choices=settings.models,
         value=default,
-        label="Model",
+        label=label,
         allow_custom_value=not settings.public,
         info=None if settings.public else "A bundled name, a Hub id or a local checkpoint directory.",
     )
@@ -131,6 +132,77 @@ def model_picker(settings: Settings, handlers: Handlers, task: str) -> gr.Dropdo
     picker.change(handlers.pick_model, [picker, loaded], [picker, loaded], api_visibility="private",
                   concurrency_id=MODEL_EVENTS)
     return picker
+
+
+COMPARE_TEXT = "In the beginning God created the heaven and the <mask>."
+TEACHING_INTRO = """Pre-LN puts each LayerNorm on the way **into** a sublayer; post-LN (the original Transformer, BERT and
+RoBERTa) puts it **after** each residual addition. Here the same text goes through two models, by default the
+bundled twins, which were trained on the same data with the same recipe and differ only in that placement."""
+
+
+def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[TeachingHandlers, tuple, tuple]:
+    """The "Pre-LN vs Post-LN" tab: comparison on real models, the experiment at init, the training curves.
+
+    Returns its handlers and the curve controls and views, which the page's load event fills in."""
+    teaching = TeachingHandlers(handlers.registry)
+    gr.Markdown(TEACHING_INTRO)
+    with gr.Row():
+        left = model_picker(settings, handlers, "compare-left", "Left model")
+        right = model_picker(settings, handlers, "compare-right", "Right model")
+    with gr.Row():
+        text = gr.Textbox(label="Text (a <mask> adds both models' predictions)", value=COMPARE_TEXT, scale=4)
+        top_k = gr.Slider(1, 10, value=5, step=1, label="Top k", scale=1)
+    button = gr.Button("Compare", variant="primary")
+    notices = gr.Markdown()
+    with gr.Row():
+        left_diagram = gr.Plot(label="Left model: one layer")
+        right_diagram = gr.Plot(label="Right model: one layer")
+    caption("layer_diagram")
+    residual = plot("Residual norm per layer", "residual_comparison_figure")
+    scales = plot("LayerNorm 1/σ", "layernorm_scale_figure")
+    entropy = plot("Attention entropy", "entropy_comparison_figure")
+    predictions = captioned(
+        gr.Dataframe(label="Predictions", interactive=False, wrap=True, elem_id="compare-predictions"), "fill_mask_rows"
+    )
+    downloads = gr.File(label="The comparison as CSV and JSON", file_count="multiple", interactive=False)
+    button.click(user_errors(teaching.compare), [left, right, text, top_k],
+                 [notices, left_diagram, right_diagram, residual, scales, entropy, predictions, downloads],
+                 api_name="ui_compare", **run)
+
+    gr.Markdown("## Gradients at initialisation\nFresh, untrained models of both kinds, built here and now.")
+    with gr.Row():
+        depth = gr.Slider(1, 24, value=12, step=1, label="Layers")
+        width = gr.Radio([64, 128, 256], value=128, label="Width")
+        init_std = gr.Number(value=teaching.matched_std(128), label="Init std (empty: matched to the width)")
+        seed = gr.Number(value=0, label="Seed", precision=0)
+    width.change(teaching.matched_std, width, init_std, api_visibility="private")
+    start = gr.Button("Run the experiment")
+    with gr.Row():
+        layer_gradients = plot("Gradient per layer", "layer_gradients_figure")
+        sweep = plot("Last layer against depth", "depth_sweep_figure")
+    residual_init = plot("Residual norm at initialisation", "residual_init_figure")
+    init_downloads = gr.File(label="The experiment as CSV and JSON", file_count="multiple", interactive=False)
+    start.click(user_errors(teaching.init_experiment), [depth, width, init_std, seed],
+                [layer_gradients, sweep, residual_init, init_downloads], api_name="init_experiment",
+                concurrency_id=MODEL_EVENTS)
+
+    gr.Markdown("## Training curves\nRecorded when the bundled twins were trained (models/README.md).")
+    settings_choices, layer_choices = teaching.curve_choices()
+    with gr.Row():
+        setting = gr.Dropdown(settings_choices, value=pick_setting(settings_choices), label="Run")
+        layer = gr.Dropdown(layer_choices, value=layer_choices[0] if layer_choices else None, label="Gradient of")
+    loss = plot("Loss", "loss_curves_figure")
+    gradient = plot("Gradient norm", "gradient_curves_figure")
+    curve_files = gr.File(label="The two runs' logs (CSV)", file_count="multiple", interactive=False)
+    for control in (setting, layer):
+        control.change(user_errors(teaching.training_curves), [setting, layer], [loss, gradient, curve_files],
+                       api_visibility="private")
+    return teaching, (setting, layer), (loss, gradient, curve_files)
+
+
+def pick_setting(labels: list[str]) -> str | None:
+    """The run that shows the instability best: no warm-up at 2e-3, if it was recorded."""
+    return next((label for label in labels if "2e-3" in label), labels[0] if labels else None)
 
 
 def build_demo(settings: Settings) -> gr.Blocks:
@@ -194,9 +266,15 @@ def build_demo(settings: Settings) -> gr.Blocks:
                          [notices, highlight, table, chart, *panel.outputs, trace], api_name="ui_answer", **run)
             panel.wire(trace)
 
+        with gr.Tab("Pre-LN vs Post-LN"):
+            teaching, curve_inputs, curve_outputs = teaching_tab(settings, handlers, run)
         gr.api(user_errors(handlers.fill_mask_api), api_name="fill_mask", concurrency_id=MODEL_EVENTS)
         gr.api(user_errors(handlers.classify_api), api_name="classify", concurrency_id=MODEL_EVENTS)
         gr.api(user_errors(handlers.answer_api), api_name="answer", concurrency_id=MODEL_EVENTS)
+        gr.api(user_errors(teaching.compare_api), api_name="compare", concurrency_id=MODEL_EVENTS)
+        # The recorded curves are files, not a model run: draw them as the page opens.
+        demo.load(user_errors(teaching.training_curves), list(curve_inputs), list(curve_outputs),
+                  api_visibility="private")
     demo.queue(default_concurrency_limit=1)
     return demo
 

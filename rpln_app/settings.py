@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 from rpln_core.catalog import HUB_PRESETS, bundled_models
 
-DEFAULT_MODELS = {"fill-mask": "preln-mini", "classification": "preln-mini-sentiment", "qa": "preln-mini-qa"}
+DEFAULT_MODELS = {
+    "fill-mask": "preln-mini",
+    "classification": "preln-mini-sentiment",
+    "qa": "preln-mini-qa",
+    "compare-left": "preln-mini",
+    "compare-right": "postln-mini",
+}
 
 
 @dataclass
@@ -20,7 +26,7 @@ class Settings:
     models: list[str] = field(default_factory=list)  # the picker's choices, bundled first
     defaults: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     threads: int = 0  # 0: one per core
-    cache_size: int = 3  # loaded checkpoints kept in memory
+    cache_size: int = 4  # loaded checkpoints kept in memory: the three task models and the post-LN twin
 
 
 def _flag(value: str | None, default: bool) -> bool:

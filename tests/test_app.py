@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -9,6 +12,8 @@ from gradio_client.exceptions import AppError
 from rpln_app.handlers import Handlers, _fill
 from rpln_app.registry import ModelRegistry
 from rpln_core import answer, classify, fill_mask, load_model
+from rpln_core.compare import compare as compare_models
+from rpln_core.compare import comparison_summary
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
@@ -135,3 +140,47 @@ def test_event_handlers_hints_resolve_so_gradio_can_pass_select_data():
     assert typing.get_type_hints(Handlers.fill_in)["evt"] is gr.SelectData
     for handler in (Handlers.head_view, Handlers.gamma_beta):
         typing.get_type_hints(handler)
+
+
+# --- the Pre-LN vs Post-LN tab
+
+
+def test_compare_endpoint_returns_both_models_numbers(client, models):
+    text = "In the beginning God created the heaven and the <mask>."
+    served = client.predict(text=text, api_name="/compare")  # the defaults: the bundled twins
+    direct = compare_models(load_model("preln-mini"), load_model("postln-mini"), text)
+    assert served == json.loads(json.dumps(comparison_summary(direct)))
+    left, right = served["left"], served["right"]
+    assert (left["architecture"], right["architecture"]) == ("pre-ln", "post-ln")
+    assert left["layer_steps"][0] == "LayerNorm" and right["layer_steps"][-1] == "LayerNorm"
+    # the textbook contrast, on trained weights: pre-LN's stream grows layer by layer, post-LN's does not
+    assert left["residual"]["growth_factor"] > 1.05 > right["residual"]["growth_factor"]
+    assert {"earth", "heaven"} & {p["token"].strip() for p in left["fill_mask"][0]}
+
+
+def test_the_compare_tab_returns_every_view_and_downloads(client, models):
+    outputs = client.predict(models["fill-mask"], models["post-ln"], "The <mask> sat.", 3, api_name="/ui_compare")
+    notices, *figures, table, files = outputs
+    assert all(isinstance(figure, dict) and figure.get("plot") for figure in figures)
+    assert len(figures) == 5 and table["data"] and len(table["data"]) == 3
+    assert {Path(f).suffix for f in files} == {".csv", ".json"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(text=""), "empty"),
+        (dict(text="The <mask>.", left="/etc"), "only these models"),
+    ],
+)
+def test_compare_refuses_bad_input_with_a_message(client, kwargs, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(**kwargs, api_name="/compare")
+
+
+def test_the_experiment_at_initialisation_runs_and_refuses_a_bad_std(client):
+    *figures, files = client.predict(4, 64, None, 0, api_name="/init_experiment")
+    assert len(figures) == 3 and all(figure.get("plot") for figure in figures)
+    assert {Path(f).suffix for f in files} == {".csv", ".json"}
+    with pytest.raises(AppError, match="Init std"):
+        client.predict(4, 64, 0.9, 0, api_name="/init_experiment")

@@ -125,3 +125,20 @@ def test_clicking_a_model_view_thumbnail_opens_that_head(page, app_server):
     expect(sliders.nth(1)).to_have_value("2", timeout=30_000)  # layer (the first number box is top k)
     expect(sliders.nth(2)).to_have_value("3", timeout=30_000)  # head
     expect(tab.get_by_text("blocks.2.attn, head 3")).to_be_visible(timeout=30_000)
+
+
+def test_teaching_tab_compares_the_twins_runs_the_experiment_and_draws_the_curves(page):
+    tab = open_tab(page, "Pre-LN vs Post-LN")
+    plots = tab.locator(".js-plotly-plot")
+    expect(plots).to_have_count(2, timeout=RESULT_TIMEOUT_MS)  # the recorded curves come with the page
+    tab.get_by_role("button", name="Compare").click()
+    expect(data_rows(tab.locator("#compare-predictions"))).to_have_count(5, timeout=RESULT_TIMEOUT_MS)  # both top 5s
+    expect(plots).to_have_count(7, timeout=RESULT_TIMEOUT_MS)  # two layer diagrams and three comparisons
+    expect(tab.locator(".annotation-text", has_text="Self-attention")).to_have_count(2)  # both diagrams drew
+    tab.get_by_role("spinbutton", name="number input for Layers").fill("6")
+    tab.get_by_role("button", name="Run the experiment").click()
+    expect(plots).to_have_count(10, timeout=RESULT_TIMEOUT_MS)
+    expect(tab.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "teaching.png"), full_page=True)
+    assert page.dialogs == []

@@ -121,8 +121,15 @@ def test_the_qa_model_finds_the_definition_of_the_asked_word(bundled):
 
 
 def test_the_app_defaults_to_the_bundled_models(monkeypatch):
-    for variable in ("RPLN_MODELS", "RPLN_DEFAULT_FILL_MASK", "RPLN_DEFAULT_CLASSIFICATION", "RPLN_DEFAULT_QA"):
-        monkeypatch.delenv(variable, raising=False)
+    for task in ("FILL_MASK", "CLASSIFICATION", "QA", "COMPARE_LEFT", "COMPARE_RIGHT"):
+        monkeypatch.delenv(f"RPLN_DEFAULT_{task}", raising=False)
+    monkeypatch.delenv("RPLN_MODELS", raising=False)
     settings = from_environment([])
-    assert settings.defaults == {"fill-mask": "preln-mini", "classification": "preln-mini-sentiment", "qa": "preln-mini-qa"}
+    assert settings.defaults == {
+        "fill-mask": "preln-mini",
+        "classification": "preln-mini-sentiment",
+        "qa": "preln-mini-qa",
+        "compare-left": "preln-mini",
+        "compare-right": "postln-mini",
+    }
     assert settings.models[:4] == sorted(EXPECTED)

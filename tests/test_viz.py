@@ -465,7 +465,9 @@ def test_every_figure_has_a_caption():
         "head_view", "model_view", "entropy_heatmap", "rollout_heatmap", "sinks_figure", "scale_heatmap",
         "stats_table", "gamma_beta_figure", "abs_input_heatmap", "norm_figure", "sublayer_figure",
         "massive_figure", "lens_figure", "fill_mask_figure", "classification_figure", "qa_logits_figure",
-        "qa_highlight_html",
+        "qa_highlight_html", "layer_diagram", "residual_comparison_figure", "layernorm_scale_figure",
+        "entropy_comparison_figure", "fill_mask_rows", "layer_gradients_figure", "depth_sweep_figure",
+        "residual_init_figure", "loss_curves_figure", "gradient_curves_figure",
     }
     assert drawn <= set(captions.CAPTIONS)
     assert all(len(caption) > 40 for name, caption in captions.CAPTIONS.items() if name != "qa_highlight_html")

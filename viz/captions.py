@@ -98,6 +98,71 @@ CAPTIONS: dict[str, str] = {
         "runners-up, shaded by probability. Watch for the layer where the final answer first appears; early "
         "layers were never trained to be read this way, so their guesses are rough."
     ),
+    # --- pre-LN versus post-LN ------------------------------------------------------------------------
+    "layer_diagram": (
+        "One layer of each model, drawn from what its modules did on a test input (hooks checked which "
+        "tensor each LayerNorm read and which sum flowed on), not from the class name. The green line is the "
+        "residual path. In pre-LN the LayerNorm sits on the branch into each sublayer, so the stream itself "
+        "is only ever added to and needs a final LayerNorm at the end; in post-LN (the original Transformer "
+        "and BERT/RoBERTa) the stream is normalised after every addition (Xiong et al. 2020, Figure 1)."
+    ),
+    "residual_comparison_figure": (
+        "The average size (L2 norm) of the residual stream entering each layer, for both models on the same "
+        "text, on a log scale. Pre-LN never normalises the stream, so every sublayer's output piles on and "
+        "the norm grows with depth; post-LN re-normalises after each sublayer, so the norm stays flat. At "
+        "initialisation this is Xiong et al. 2020, Lemma 2: post-LN's E‖x‖² is 3d/2 at every layer, "
+        "pre-LN's grows linearly with depth; trained models keep the pattern (see the experiment below)."
+    ),
+    "layernorm_scale_figure": (
+        "Each LayerNorm divides its input by the input's standard deviation σ; this is the average factor "
+        "1/σ it applies, LayerNorm by LayerNorm in depth order. In pre-LN the inputs are the growing residual "
+        "stream, so deeper LayerNorms scale down more: that is how pre-LN keeps each sublayer's input the "
+        "same size while the stream grows. Hover for the γ/β outlier dimensions (more than 3 standard "
+        "deviations from the mean, Kovaleva et al. 2021), which trained LayerNorms develop."
+    ),
+    "entropy_comparison_figure": (
+        "How spread out each head's attention is, in nats, for both models on one colour scale: 0 means "
+        "every query looks at one token. Trained on the same data, the two placements learn heads of "
+        "similar kinds; differences show where the LayerNorm placement changed what the layers learned."
+    ),
+    "fill_mask_rows": (
+        "Both models' top predictions for each mask in the text. The two twins were trained on the same "
+        "data with the same recipe, so any difference comes from where the LayerNorms sit (and from the "
+        "randomness of training)."
+    ),
+    "layer_gradients_figure": (
+        "Freshly initialised models of the chosen depth, one masked-LM loss, backward: the gradient norm of "
+        "each layer's feed-forward output weight. Xiong et al. 2020 (Theorem 1): post-LN's gradient near the "
+        "output does not shrink as the model gets deeper, so early updates are large and post-LN needs a "
+        "learning-rate warm-up; pre-LN's shrinks with depth and it can train without one. The per-layer "
+        "shape depends on the init standard deviation: the default is 0.02·√(1024/width), roberta-large's "
+        "relative init; with 0.02 at a small width both models act almost like the identity."
+    ),
+    "depth_sweep_figure": (
+        "The last layer's gradient norm against depth L, for fresh models of each depth. Theorem 1 of Xiong "
+        "et al. 2020: for pre-LN it scales like 1/√L (the dashed line), for post-LN it stays about level. "
+        "Deeper post-LN models therefore take the largest steps right at the start of training."
+    ),
+    "residual_init_figure": (
+        "The residual-stream norm after each layer at initialisation, with the bounds of Xiong et al. 2020, "
+        "Lemma 2 (the band for pre-LN, the level line for post-LN), which the paper proves for an idealised "
+        "initialisation (Xavier weights, attention that does not mix tokens). Transformers' own init, used "
+        "here, need not land inside them, but the shape holds: pre-LN's norm grows with depth, post-LN's "
+        "stays where each LayerNorm puts it."
+    ),
+    "loss_curves_figure": (
+        "Training loss per step of the bundled twins, recorded when they were trained (same data, seed and "
+        "recipe). With a learning-rate warm-up both train alike. Without warm-up at a high learning rate "
+        "(2e-3) post-LN gets stuck at the unigram baseline while pre-LN learns, as Xiong et al. 2020 and "
+        "Liu et al. 2020 describe; at 1e-2 neither trains. Faint lines are single steps, solid lines a "
+        "moving average."
+    ),
+    "gradient_curves_figure": (
+        "The gradient norm of one layer per step (log scale), from the same runs. Look at layer 0 without "
+        "warm-up at 2e-3: post-LN's gradient collapses by seven orders of magnitude in the first hundred "
+        "steps and the layer stops learning, while pre-LN's stays healthy. The whole-model norm hides this, "
+        "since the embeddings and output layer still get gradient."
+    ),
     # --- task outputs -------------------------------------------------------------------------------
     "fill_mask_figure": (
         "The model's top candidates for the mask and their probabilities (a softmax over the whole "

@@ -1,0 +1,120 @@
+"""The "Pre-LN vs Post-LN" tab's actions: compare two models on a text, the experiment at initialisation,
+and the recorded training curves. No layout here; errors become messages through handlers.user_errors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from rpln_core.init_std import matched_init_std
+
+from .handlers import notices_markdown
+from .registry import ModelRegistry
+
+
+@functools.cache
+def teaching_engine() -> None:
+    """Import what this tab computes with (torch, transformers, plotly) on first use, as the task tabs do."""
+    global comparing, curves, init_report, compare_figures, curve_figures, diagram, export, init_figures
+    global EXPORT_ROOT, fresh_export_directory, table_rows
+    from rpln_core import compare as comparing  # noqa: F401
+    from rpln_core import curves, init_report  # noqa: F401
+    from viz import compare as compare_figures  # noqa: F401
+    from viz import curves as curve_figures  # noqa: F401
+    from viz import diagram, export, init_figures  # noqa: F401
+
+    from .inside import EXPORT_ROOT, fresh_export_directory, table_rows  # noqa: F401
+
+
+def with_engine(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        teaching_engine()
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class TeachingHandlers:
+    """The tab's actions, bound to the app's model registry."""
+
+    def __init__(self, registry: ModelRegistry):
+        self.registry = registry
+
+    def _compare(self, left: str, right: str, text: str, top_k: int):
+        return comparing.compare(self.registry.get(left), self.registry.get(right), text, top_k=int(top_k))
+
+    @with_engine
+    def compare(self, left: str, right: str, text: str, top_k: float) -> list[Any]:
+        """Notices, both layer diagrams, residual / LayerNorm / entropy figures, predictions, downloads."""
+        comparison = self._compare(left, right, text, top_k)
+        first, second = comparison.models
+        tables = comparing.comparison_tables(comparison)
+        about = {"text": comparison.text, "models": [first.name, second.name]}
+        files = export.write_tables(tables, fresh_export_directory(EXPORT_ROOT), "compare", about, json_name="all")
+        return [
+            notices_markdown(comparison.notices),
+            diagram.layer_diagram(first.layout, title=f"{first.name}: one layer"),
+            diagram.layer_diagram(second.layout, title=f"{second.name}: one layer"),
+            compare_figures.residual_comparison_figure(comparison),
+            compare_figures.layernorm_scale_figure(comparison),
+            compare_figures.entropy_comparison_figure(comparison),
+            table_rows(compare_figures.fill_mask_rows(comparison)),
+            [str(path) for path in files],
+        ]
+
+    @with_engine
+    def compare_api(self, text: str, left: str = "preln-mini", right: str = "postln-mini", top_k: int = 5) -> dict:
+        """The numbers behind the comparison: per model, layer layout, residual norms, LayerNorms, entropy, predictions."""
+        return comparing.comparison_summary(self._compare(left, right, text, top_k))
+
+    @staticmethod
+    @with_engine
+    def init_experiment(depth: float, width: float, init_std: float | None, seed: float) -> list[Any]:
+        """Fresh pre-LN and post-LN models: per-layer gradients, last-layer gradient against depth, residual norms."""
+        # the core validates what the user typed; an empty std or seed means the default
+        experiment = init_report.run_init_experiment(depth, width, init_std, 0 if seed is None else seed)
+        about = experiment.to_dict()
+        rows = experiment.to_rows()
+        directory = fresh_export_directory(EXPORT_ROOT)
+        files = export.write_tables({"rows": rows}, directory, "init", about, json_name="experiment")
+        return [
+            init_figures.layer_gradients_figure(experiment),
+            init_figures.depth_sweep_figure(experiment),
+            init_figures.residual_init_figure(experiment),
+            [str(path) for path in files],
+        ]
+
+    @staticmethod
+    def matched_std(width: float) -> float:
+        """The init std the experiment defaults to at this width (roberta-large's relative init)."""
+        return round(matched_init_std(int(width)), 4)
+
+    @staticmethod
+    def curve_choices() -> tuple[list[str], list[str]]:
+        """The recorded settings (labels) and the layers their logs hold, read without torch."""
+        from rpln_core import curves as recorded
+
+        settings = [setting.label for setting in recorded.available_runs()]
+        layers = recorded.load_pair(settings[0])[0].num_layers if settings else 0
+        return settings, layer_choices(layers)
+
+    @staticmethod
+    @with_engine
+    def training_curves(setting: str, layer: str) -> list[Any]:
+        """Loss and gradient-norm curves of the twins for one recorded setting; the raw CSVs to download."""
+        pre, post = curves.load_pair(setting)
+        chosen = None if layer == WHOLE_MODEL else int(layer.removeprefix("layer "))
+        files = [str(curves.CURVES_DIR / pre.setting.file_name(arch)) for arch in ("pre-ln", "post-ln")]
+        return [
+            curve_figures.loss_curves_figure(pre, post),
+            curve_figures.gradient_curves_figure(pre, post, layer=chosen),
+            files,
+        ]
+
+
+WHOLE_MODEL = "whole model"
+
+
+def layer_choices(layers: int) -> list[str]:
+    return [f"layer {i}" for i in range(layers)] + [WHOLE_MODEL]
