@@ -8,12 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 import torch.nn.functional as F
 from PIL import Image
-from plotly.subplots import make_subplots
 
 from rpln_core import analysis
 from rpln_core.capture import Trace
 
-from .layout import check_index, finish, index_ticks, sig4
+from .layout import check_index, finish, index_ticks, side_by_side, sig4
 from .text import plot_label, token_labels
 
 GAP = 2  # pixels between model-view thumbnails
@@ -158,13 +157,7 @@ def sinks_figure(trace: Trace) -> go.Figure:
     """Share of attention on <s>, on </s> and on punctuation per layer (mean over heads), and <s> per head."""
     sinks = analysis.attention_sinks(trace)
     layers = list(range(trace.num_layers))
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        column_widths=[0.55, 0.45],
-        horizontal_spacing=0.12,
-        subplot_titles=("mean over heads", plot_label("on <s>, per head")),
-    )
+    fig = side_by_side((0.55, 0.45), titles=("mean over heads", plot_label("on <s>, per head")))
     for name, shares in (("<s>", sinks.bos), ("</s>", sinks.eos), ("punctuation", sinks.punctuation)):
         label = plot_label(name)
         fig.add_trace(
@@ -174,9 +167,7 @@ def sinks_figure(trace: Trace) -> go.Figure:
                 mode="lines+markers",
                 name=label,
                 hovertemplate=f"blocks.%{{x}}: %{{y:.3f}} of attention on {label}<extra></extra>",
-            ),
-            row=1,
-            col=1,
+            )
         )
     fig.add_trace(
         go.Heatmap(
@@ -187,14 +178,17 @@ def sinks_figure(trace: Trace) -> go.Figure:
             colorbar=dict(title=dict(text="share"), thickness=12, x=1.02),
             hovertemplate=f"blocks.%{{y}}.attn head %{{x}}: %{{z:.3f}} on {plot_label('<s>')}<extra></extra>",
             showlegend=False,
-        ),
-        row=1,
-        col=2,
+            xaxis="x2",
+            yaxis="y2",
+        )
     )
-    fig.update_xaxes(title="layer", **index_ticks(layer_labels(trace.num_layers)), row=1, col=1)
-    fig.update_yaxes(title="share of attention", range=[0, 1.02], row=1, col=1)
-    fig.update_xaxes(title="head", row=1, col=2)
-    fig.update_yaxes(title="layer", autorange="reversed", **index_ticks(layer_labels(trace.num_layers)), row=1, col=2)
+    layer_ticks = index_ticks(layer_labels(trace.num_layers))
+    fig.update_layout(
+        xaxis=dict(title="layer", **layer_ticks),
+        yaxis=dict(title="share of attention", range=[0, 1.02]),
+        xaxis2=dict(title="head"),
+        yaxis2=dict(title="layer", autorange="reversed", **layer_ticks),
+    )
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     title = plot_label("Share of attention on <s>, </s> and punctuation")
     return finish(fig, title)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from rpln_core import compare as numbers
 from rpln_core.compare import Comparison, ComparedModel
 
-from .layout import finish, sig4
+from .layout import finish, side_by_side, sig4
 from .palette import ARCH_COLORS
 from .residual import growth_text, stream_labels
 from .text import plot_label
@@ -107,24 +106,25 @@ def layernorm_scale_figure(comparison: Comparison) -> go.Figure:
 def entropy_comparison_figure(comparison: Comparison) -> go.Figure:
     """Layer × head attention entropy of both models, side by side on one colour scale."""
     left, right = comparison.models
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[legend_name(left), legend_name(right)], horizontal_spacing=0.12)
+    fig = side_by_side(titles=(legend_name(left), legend_name(right)))
     top = max(math.log(len(m.trace.tokens)) for m in comparison.models)
-    for column, model in enumerate(comparison.models, start=1):
+    for panel, model in enumerate(comparison.models):
+        suffix = "2" if panel else ""
         fig.add_trace(
             go.Heatmap(
                 z=sig4(numbers.entropy(model)),
                 zmin=0,
                 zmax=top,
                 colorscale="Viridis",
-                showscale=column == 2,
+                showscale=panel == 1,
                 colorbar=dict(title=dict(text="nats"), thickness=12),
                 hovertemplate="layer %{y}, head %{x}: %{z:.3f} nats<extra></extra>",
-            ),
-            row=1,
-            col=column,
+                xaxis=f"x{suffix}",
+                yaxis=f"y{suffix}",
+            )
         )
-        fig.update_xaxes(title="head", dtick=1, row=1, col=column)
-        fig.update_yaxes(title="layer", autorange="reversed", dtick=1, row=1, col=column)
+        fig.layout[f"xaxis{suffix}"].update(title="head", dtick=1)
+        fig.layout[f"yaxis{suffix}"].update(title="layer", autorange="reversed", dtick=1)
     return finish(fig, f"Attention entropy per head (uniform spread = {top:.2f} nats)", height=400)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from rpln_core import analysis
 from rpln_core.capture import Trace
 
-from .layout import finish, log10_colorbar, sig4
+from .layout import finish, log10_colorbar, sig4, stacked
 from .text import plot_label, token_labels
 
 TINY = 1e-12  # floor before a log: a dimension the LayerNorm never saw non-zero would be -inf
@@ -71,13 +70,13 @@ def gamma_beta_figure(trace: Trace, name: str) -> go.Figure:
     """γ and β of the LayerNorm `name` per hidden dimension, with the outlier dimensions (|z| > 3) marked."""
     stats = trace.layernorm(name)
     outliers = next(entry for entry in analysis.layernorm_outliers(trace) if entry.name == name)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    fig = stacked()
     dims = list(range(stats.weight.numel()))
     panels = (
-        ("γ (weight)", stats.weight, outliers.gamma_dims, outliers.gamma_z, 1),
-        ("β (bias)", stats.bias, outliers.beta_dims, outliers.beta_z, 2),
+        ("γ (weight)", stats.weight, outliers.gamma_dims, outliers.gamma_z, "y"),
+        ("β (bias)", stats.bias, outliers.beta_dims, outliers.beta_z, "y2"),
     )
-    for label, values, flagged, z, row in panels:
+    for label, values, flagged, z, axis in panels:
         fig.add_trace(
             go.Scatter(
                 x=dims,
@@ -86,9 +85,8 @@ def gamma_beta_figure(trace: Trace, name: str) -> go.Figure:
                 name=label,
                 line=dict(width=1),
                 hovertemplate=f"dim %{{x}}: {label.split()[0]} = %{{y:.4g}}<extra></extra>",
-            ),
-            row=row,
-            col=1,
+                yaxis=axis,
+            )
         )
         fig.add_trace(
             go.Scatter(
@@ -99,12 +97,11 @@ def gamma_beta_figure(trace: Trace, name: str) -> go.Figure:
                 name=f"{label.split()[0]} outlier dims",
                 marker=dict(color="crimson", size=8, symbol="circle-open", line=dict(width=2)),
                 hovertemplate="outlier dim %{x}: %{y:.4g} (z = %{customdata:.1f})<extra></extra>",
-            ),
-            row=row,
-            col=1,
+                yaxis=axis,
+            )
         )
-        fig.update_yaxes(title=label, row=row, col=1)
-    fig.update_xaxes(title="hidden dimension", row=2, col=1)
+        fig.layout["yaxis" if axis == "y" else "yaxis2"].title = label
+    fig.update_layout(xaxis=dict(title="hidden dimension"))
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
     flagged = len(set(outliers.gamma_dims) | set(outliers.beta_dims))
     title = f"{plot_label(name)} ({stats.placement}): γ and β per dimension, {flagged} outlier dims (|z| > 3)"

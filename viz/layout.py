@@ -72,3 +72,36 @@ def check_index(value: int, count: int, what: str) -> int:
     if not 0 <= value < count:
         raise ValueError(f"{what} {value} does not exist: choose 0 to {count - 1}.")
     return value
+
+
+# plotly's make_subplots builds a grid object and re-validates the layout: ~10 ms a figure, a tenth of a small
+# model's whole request. Two panels need only two axis pairs with domains, written out here.
+def side_by_side(widths: tuple[float, float] = (0.5, 0.5), gap: float = 0.12, titles: tuple[str, str] = ("", "")) -> go.Figure:
+    """An empty figure with a left panel (axes x, y) and a right one (x2, y2); titles already escaped."""
+    left_end = widths[0] / sum(widths) * (1 - gap)
+    fig = go.Figure(
+        layout=dict(
+            xaxis=dict(domain=[0, left_end], anchor="y"),
+            yaxis=dict(anchor="x"),
+            xaxis2=dict(domain=[left_end + gap, 1], anchor="y2"),
+            yaxis2=dict(anchor="x2"),
+        )
+    )
+    for title, (start, end) in zip(titles, ((0, left_end), (left_end + gap, 1))):
+        if title:
+            fig.add_annotation(text=title, x=(start + end) / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
+                               yanchor="bottom", showarrow=False, font=dict(size=13))
+    return fig
+
+
+def stacked(gap: float = 0.08) -> go.Figure:
+    """An empty figure with two panels sharing one x axis: the top one on y, the bottom one on y2."""
+    middle = (1 - gap) / 2
+    return go.Figure(
+        layout=dict(
+            xaxis=dict(anchor="y2"),
+            yaxis=dict(domain=[middle + gap, 1], anchor="x"),
+            yaxis2=dict(domain=[0, middle], anchor="x"),
+        )
+    )
+
