@@ -34,15 +34,22 @@ def import_engine() -> None:
     from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401
 
 
-def needs_engine(fn: Callable) -> Callable:
-    """Import the engine before `fn` runs (once; later calls cost a cache lookup)."""
+def importing_first(importer: Callable[[], None]) -> Callable[[Callable], Callable]:
+    """A decorator that runs `importer` (a cached import function) before the decorated handler."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import_engine()
-        return fn(*args, **kwargs)
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            importer()
+            return fn(*args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+# Import the engine before a handler runs (once; later calls cost a cache lookup).
+needs_engine = importing_first(import_engine)
 
 
 def user_errors(fn: Callable) -> Callable:

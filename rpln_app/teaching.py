@@ -8,7 +8,7 @@ from typing import Any
 
 from rpln_core.init_std import matched_init_std
 
-from .handlers import notices_markdown
+from .handlers import importing_first, notices_markdown
 from .registry import ModelRegistry
 
 
@@ -26,13 +26,7 @@ def teaching_engine() -> None:
     from .inside import EXPORT_ROOT, fresh_export_directory, table_rows  # noqa: F401
 
 
-def with_engine(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        teaching_engine()
-        return fn(*args, **kwargs)
-
-    return wrapper
+with_engine = importing_first(teaching_engine)
 
 
 class TeachingHandlers:

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from rpln_core.architecture import LayerLayout
 
 from .layout import finish
+from .text import plot_label
 
 HEIGHT = 420  # two diagrams fit side by side above a caption
 MARGIN = dict(l=10, r=10, t=50, b=10)  # no axes to label
@@ -77,7 +78,7 @@ def layer_diagram(layout: LayerLayout, title: str | None = None) -> go.Figure:
         hovermode="closest",
         dragmode=False,
     )
-    finish(fig, title if title is not None else f"One encoder layer: {layout.architecture}", height=HEIGHT)
+    finish(fig, plot_label(title) if title is not None else f"One encoder layer: {layout.architecture}", height=HEIGHT)
     fig.update_layout(margin=MARGIN)
     return fig
 
