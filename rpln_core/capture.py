@@ -269,7 +269,8 @@ class Capture:
 
         def hook(module: nn.LayerNorm, args, output):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [positions, hidden]
-            var = x.var(dim=-1, unbiased=False)
+            var, mean = torch.var_mean(x, dim=-1, correction=0)  # one pass for both, as LayerNorm itself does
+            magnitude = x.abs()
             positions = self.lens_positions if name == "lm_head.ln" else list(range(x.shape[0]))
             self._layernorms.append(
                 LayerNormStats(
@@ -278,11 +279,11 @@ class Capture:
                     layer=layer,
                     placement=placement,
                     positions=positions[: x.shape[0]],
-                    mean=x.mean(dim=-1),
+                    mean=mean,
                     std=var.sqrt(),
                     scale=torch.rsqrt(var + module.eps),
-                    max_abs=x.abs().amax(dim=-1),
-                    abs_mean_per_dim=x.abs().mean(dim=0),
+                    max_abs=magnitude.amax(dim=-1),
+                    abs_mean_per_dim=magnitude.mean(dim=0),
                     weight=module.weight.detach().float().clone(),
                     bias=module.bias.detach().float().clone(),
                 )
