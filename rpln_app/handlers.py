@@ -60,7 +60,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except RplnError as error:
-            raise gr.Error(error.message, print_exception=False) from None
+            raise gr.Error(toast_text(error.message), print_exception=False) from None
         except gr.Error:
             raise
         except Exception:  # noqa: BLE001 - the app must keep serving whatever went wrong
@@ -68,6 +68,11 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error("Something went wrong while running the model; the app is still running.") from None
 
     return wrapper
+
+
+def toast_text(message: str) -> str:
+    """A message for gr.Error / gr.Warning, whose toast renders HTML: a typed model name must show as text."""
+    return html.escape(message, quote=False)
 
 
 def notices_markdown(notices: list[str]) -> str:
@@ -180,7 +185,7 @@ class Handlers:
         try:
             self.registry.get(name)
         except RplnError as error:
-            gr.Warning(f"{error.message} Keeping {previous}.")
+            gr.Warning(toast_text(f"{error.message} Keeping {previous}."))
             return previous, previous
         return name, name
 

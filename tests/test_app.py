@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from rpln_app.handlers import Handlers, _fill
+from rpln_app.handlers import Handlers, _fill, user_errors
 from rpln_app.registry import ModelRegistry
 from rpln_core import answer, classify, fill_mask, load_model
 from rpln_core.compare import compare as compare_models
 from rpln_core.compare import comparison_summary
+from rpln_core.errors import RplnError
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
@@ -184,3 +186,19 @@ def test_the_experiment_at_initialisation_runs_and_refuses_a_bad_std(client):
     assert {Path(f).suffix for f in files} == {".csv", ".json"}
     with pytest.raises(AppError, match="Init std"):
         client.predict(4, 64, 0.9, 0, api_name="/init_experiment")
+
+
+def test_error_and_warning_toasts_show_user_text_as_text():
+    # Gradio renders toast messages as (sanitised) HTML: a typed tag would become an element
+    handlers = Handlers(ModelRegistry([], public=False))
+    with pytest.warns(UserWarning) as warned:
+        handlers.pick_model(HOSTILE, "preln-mini")
+    shown = str(warned[0].message)
+    assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown
+
+    def refuse():
+        raise RplnError(f"'{HOSTILE}' cannot be loaded.")
+
+    with pytest.raises(gr.Error) as raised:
+        user_errors(refuse)()
+    assert "<script>" not in raised.value.message and "&lt;script&gt;" in raised.value.message
