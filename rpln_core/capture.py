@@ -296,20 +296,24 @@ class Capture:
         complete = set(range(self.loaded.num_layers))
         if self._embed is None or any(self._filled.get(kind) != complete for kind in ("post", "mid", "attn")):
             raise RplnError("No complete forward pass was captured.")
-        layers = self._layers
+        # The trace is for looking at (figures, exports, numpy): from a GPU pass it comes back to the CPU once.
+        layers = {kind: buffer.cpu() for kind, buffer in self._layers.items()}
         post_norm = layers["post_norm"]
-        final_in, final_out = self._final if self._final else (None, None)
+        final_in, final_out = (t.cpu() for t in self._final) if self._final else (None, None)
+        for stats in self._layernorms:
+            for name in ("mean", "std", "scale", "max_abs", "abs_mean_per_dim", "weight", "bias"):
+                setattr(stats, name, getattr(stats, name).cpu())
         return Trace(
             model_name=self.loaded.name,
             architecture=self.loaded.architecture,
             tokens=tokens,
             attentions=layers["attn"],
-            embed=self._embed,
+            embed=self._embed.cpu(),
             resid_mid=layers["mid"],
             resid_post=layers["post"],
             ln_final_in=final_in,
             ln_final_out=final_out,
-            resid_pre_norm=torch.cat([self._embed_norm[None], post_norm[:-1]]),
+            resid_pre_norm=torch.cat([self._embed_norm[None].cpu(), post_norm[:-1]]),
             resid_mid_norm=layers["mid_norm"],
             resid_post_norm=post_norm,
             attn_out_norm=layers["attn_out"],
@@ -330,9 +334,14 @@ class Capture:
         decode = self.loaded.tokenizer.decode
         top_strings = [[[decode([i]) for i in position] for position in stream] for stream in top_ids.tolist()]
         streams = ["embed"] + [f"layer {i + 1}" for i in range(self.loaded.num_layers)]
-        return LogitLens(self.lens_positions, streams, top_ids, top_probs, top_strings)
+        return LogitLens(self.lens_positions, streams, top_ids.cpu(), top_probs.cpu(), top_strings)
 
 
 def run_body(loaded: LoadedModel, inputs) -> Tensor:
-    """The encoder's output for `inputs` ([1, tokens, hidden]): what every task head reads."""
-    return loaded.body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    """The encoder's output for `inputs` ([1, tokens, hidden]): what every task head reads.
+
+    The tokenizer's tensors are on the CPU; they go to wherever the model's weights are (a GPU, say)."""
+    device = next(loaded.body.parameters()).device
+    return loaded.body(
+        input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
+    ).last_hidden_state
