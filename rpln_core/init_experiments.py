@@ -5,8 +5,9 @@ post-LN Transformers need a learning-rate warm-up and pre-LN ones do not:
 
 - Theorem 1: at initialisation, the gradient of the last layer's weights does not shrink with depth
   L for post-LN, while for pre-LN it scales like 1/sqrt(L).
-- Lemma 2: post-LN's residual stream has the same expected squared norm, 3d/2, at every layer;
-  pre-LN's grows linearly, (1 + l/2)d <= E||x_l||^2 <= (1 + 3l/2)d.
+- Lemma 2: in post-LN, what each LayerNorm receives (the stream plus a sublayer's output) has the same
+  expected squared norm, 3d/2, at every layer, and the stream between layers is that LayerNorm's output,
+  of norm about sqrt(d); pre-LN's stream grows linearly, (1 + l/2)d <= E||x_l||^2 <= (1 + 3l/2)d.
 
 What to expect here: the last layer's gradient norm of a pre-LN model falls as the model gets deeper
 and a post-LN model's stays about level; pre-LN's residual norm rises layer by layer and post-LN's is
