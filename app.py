@@ -187,9 +187,9 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
                 concurrency_id=MODEL_EVENTS)
 
     gr.Markdown("## Training curves\nRecorded when the bundled twins were trained (models/README.md).")
-    settings_choices, layer_choices = teaching.curve_choices()
+    settings_choices, first_setting, layer_choices = teaching.curve_choices()
     with gr.Row():
-        setting = gr.Dropdown(settings_choices, value=pick_setting(settings_choices), label="Run")
+        setting = gr.Dropdown(settings_choices, value=first_setting, label="Run")
         layer = gr.Dropdown(layer_choices, value=layer_choices[0] if layer_choices else None, label="Gradient of")
     loss = plot("Loss", "loss_curves_figure")
     gradient = plot("Gradient norm", "gradient_curves_figure")
@@ -198,11 +198,6 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
         control.change(user_errors(teaching.training_curves), [setting, layer], [loss, gradient, curve_files],
                        api_visibility="private")
     return teaching, (setting, layer), (loss, gradient, curve_files)
-
-
-def pick_setting(labels: list[str]) -> str | None:
-    """The run that shows the instability best: no warm-up at 2e-3, if it was recorded."""
-    return next((label for label in labels if "2e-3" in label), labels[0] if labels else None)
 
 
 def build_demo(settings: Settings) -> gr.Blocks:

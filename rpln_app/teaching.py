@@ -85,13 +85,18 @@ class TeachingHandlers:
         return round(matched_init_std(int(width)), 4)
 
     @staticmethod
-    def curve_choices() -> tuple[list[str], list[str]]:
-        """The recorded settings (labels) and the layers their logs hold, read without torch."""
+    def curve_choices() -> tuple[list[str], str | None, list[str]]:
+        """The recorded settings (labels), the one shown first and the layers its logs hold, read without torch.
+
+        The first is the run without warm-up at 2e-3, where post-LN stalls; reading it here fills the cache
+        that the page's first drawing of the curves reads from.
+        """
         from rpln_core import curves as recorded
 
         settings = [setting.label for setting in recorded.available_runs()]
-        layers = recorded.load_pair(settings[0])[0].num_layers if settings else 0
-        return settings, layer_choices(layers)
+        first = next((label for label in settings if label.endswith("lr 2e-3")), settings[0] if settings else None)
+        layers = recorded.load_pair(first)[0].num_layers if first else 0
+        return settings, first, layer_choices(layers)
 
     @staticmethod
     @with_engine

@@ -7,6 +7,7 @@ attention entropy, predictions) are plain Python values, ready for a chart, a CS
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 from . import analysis
@@ -20,6 +21,8 @@ from .tokens import check_text, encode
 
 # The sides are named by position; the tab's defaults put the pre-LN model on the left.
 SIDES = ("left", "right")
+# A loaded model's layer layout never changes, so its probe pass runs once, not on every comparison.
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -66,7 +69,14 @@ def run_one(loaded: LoadedModel, text: str, top_k: int) -> ComparedModel:
         encoded = encode(loaded.tokenizer, text, max_tokens=loaded.max_tokens)
         _, trace = captured_pass(loaded, encoded, lambda hidden: hidden)
     notices += list(trace.notices)
-    return ComparedModel(loaded.name, loaded.architecture, layer_layout(loaded), trace, result, notices)
+    return ComparedModel(loaded.name, loaded.architecture, layout_of(loaded), trace, result, notices)
+
+
+def layout_of(loaded: LoadedModel) -> LayerLayout:
+    """`layer_layout(loaded)`, observed once per loaded model."""
+    if loaded.model not in _LAYOUTS:
+        _LAYOUTS[loaded.model] = layer_layout(loaded)
+    return _LAYOUTS[loaded.model]
 
 
 # --- the numbers behind each panel ------------------------------------------------------------------

@@ -18,14 +18,11 @@ from .palette import ARCH_COLORS
 from .residual import growth_text, stream_labels
 from .text import plot_label
 
-FALLBACK_COLOR = "#7f7f7f"  # a model whose placement is neither pre- nor post-LN (cannot happen today)
-
-
 def line_style(comparison: Comparison, side: int) -> dict:
     """Colour by LayerNorm placement; dashed for the right-hand model when both have the same placement."""
     model = comparison.models[side]
     same = comparison.models[0].layout.architecture == comparison.models[1].layout.architecture
-    return dict(color=ARCH_COLORS.get(model.layout.architecture, FALLBACK_COLOR), dash="dash" if same and side else None)
+    return dict(color=ARCH_COLORS[model.layout.architecture], dash="dash" if same and side else None)
 
 
 def legend_name(model: ComparedModel) -> str:
@@ -59,11 +56,7 @@ def residual_comparison_figure(comparison: Comparison) -> go.Figure:
 
 def layernorm_order(comparison: Comparison) -> list[str]:
     """Every LayerNorm name of either model, in depth order: the shared x axis of the scale chart."""
-    names: list[str] = []
-    for model in comparison.models:
-        for row in numbers.layernorm_rows(model):
-            if row["layernorm"] not in names:
-                names.append(row["layernorm"])
+    names = list(dict.fromkeys(stats.name for model in comparison.models for stats in model.trace.layernorms))
 
     def depth(name: str) -> tuple:
         parts = name.split(".")
