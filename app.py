@@ -105,7 +105,7 @@ def inside_panel() -> InsidePanel:
             sinks = plot("Attention sinks", "sinks_figure")
         with gr.Tab("LayerNorm"):
             ln_scale = plot("1/σ per LayerNorm and token", "scale_heatmap")
-            ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False, wrap=True), "stats_table")
+            ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False), "stats_table")
             ln_choice = gr.Dropdown(label="LayerNorm", choices=[], interactive=True)
             gamma_beta = plot("γ and β", "gamma_beta_figure")
             abs_input = plot("|input| per dimension", "abs_input_heatmap")
@@ -220,7 +220,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
             gr.Examples(EXAMPLES["fill-mask"], inputs=[text])
             notices = gr.Markdown()
             with gr.Row():
-                table = gr.Dataframe(label="Predictions (click one to fill it in)", interactive=False, wrap=True)
+                table = gr.Dataframe(label="Predictions (click one to fill it in)", interactive=False, wrap=True,
+                                     column_widths=["10%", "10%", "18%", "16%", "46%"])
                 chart = plot("Scores", "fill_mask_figure")
             panel = inside_panel()
             trace = gr.State()
