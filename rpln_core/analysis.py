@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .capture import LayerNormStats, Trace
+from .reductions import row_entropy
 from .tokens import Tokens
 
 BOS = "<s>"  # RoBERTa's special-token spelling, shared by the Hub checkpoints and our bundled models
@@ -30,7 +31,7 @@ def attention_entropy_per_query(trace: Trace) -> Tensor:
         # Recorded during the pass from the full-precision weights: exact, and free to reuse, whereas
         # recomputing from stored (float16 or 8-bit) attentions is slower and less precise.
         return trace.attention_entropy
-    return torch.special.entr(trace.attentions.float()).sum(dim=-1)
+    return row_entropy(trace.attentions)
 
 
 def attention_entropy(trace: Trace) -> Tensor:

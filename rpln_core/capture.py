@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .errors import RplnError
 from .load import LoadedModel
+from .reductions import mean_and_variance, row_entropy
 from .tokens import Tokens
 
 
@@ -245,7 +246,7 @@ class Capture:
             if "attn" not in self._layers:
                 self._attention_dtype = self._choose_attention_dtype(weights[0])
             self._put("attn", index, weights[0], self._attention_dtype)
-            self._put("entropy", index, torch.special.entr(weights[0].detach().float()).sum(dim=-1))
+            self._put("entropy", index, row_entropy(weights[0].detach()))
 
         return hook
 
@@ -269,7 +270,7 @@ class Capture:
 
         def hook(module: nn.LayerNorm, args, output):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [positions, hidden]
-            var, mean = torch.var_mean(x, dim=-1, correction=0)  # one pass for both, as LayerNorm itself does
+            mean, var = mean_and_variance(x)
             magnitude = x.abs()
             positions = self.lens_positions if name == "lm_head.ln" else list(range(x.shape[0]))
             self._layernorms.append(
