@@ -11,6 +11,7 @@ Vocabulary (used in trace fields, exports and chart titles alike):
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from .errors import RplnError
 from .load import LoadedModel
-from .reductions import mean_and_variance, row_entropy
+from .reductions import mean_and_variance, row_entropy, token_norms
 from .tokens import Tokens
 
 
@@ -35,6 +36,10 @@ class CaptureOptions:
     # At 512 tokens on a 24-layer, 16-head model that is 96 MiB instead of 192 MiB. None: never.
     attention_budget_bytes: int | None = 64 * 2**20
     lens_top_k: int = 5
+    # LayerNorm inputs wait until this many bytes are pending, then their statistics are computed together:
+    # a handful of kernels for many LayerNorms instead of a dozen each, whose per-op overhead dominated a small
+    # model's capture. The bound keeps what waits small next to a large model's activations.
+    layernorm_batch_bytes: int = 4 * 2**20
 
 
 @dataclass
@@ -140,6 +145,16 @@ def layernorm_site(architecture: str, path: str) -> tuple[str, int | None, str]:
     return path, None, "elsewhere"
 
 
+@dataclass
+class _PendingLayerNorm:
+    """A LayerNorm input whose statistics are not computed yet, and everything else its stats will hold."""
+
+    slot: int  # its place in the order the LayerNorms ran
+    input: Tensor  # [positions, hidden] float32
+    eps: float
+    described: dict  # the LayerNormStats fields that are not statistics of the input
+
+
 class Capture:
     """Context manager that hooks a loaded model and records a trace of the passes run inside it.
 
@@ -159,7 +174,9 @@ class Capture:
         self._embed: Tensor | None = None
         self._embed_norm: Tensor | None = None
         self._final: tuple[Tensor, Tensor] | None = None
-        self._layernorms: list[LayerNormStats] = []
+        self._layernorms: list[LayerNormStats | None] = []  # in the order they ran; None until computed
+        self._pending_layernorms: list[_PendingLayerNorm] = []
+        self._pending_bytes = 0
         self._notices: list[str] = []
         self._attention_dtype = self.options.attention_dtype  # may drop to 8 bits at the first layer
 
@@ -219,17 +236,17 @@ class Capture:
 
     def _on_embed(self, module, args, output) -> None:
         self._embed = self._compact(output[0])
-        self._embed_norm = output[0].detach().float().norm(dim=-1)
+        self._embed_norm = token_norms(output[0])
         self._keep_lens_rows(0, output)
 
     def _store(self, kind: str, index: int, lens_stream: int | None = None):
         def hook(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
             if kind in ("attn_out", "ffn_out"):
-                self._put(kind, index, hidden[0].detach().float().norm(dim=-1))
+                self._put(kind, index, token_norms(hidden[0]))
                 return
             self._put(kind, index, hidden[0], self.options.residual_dtype)
-            self._put(kind + "_norm", index, hidden[0].detach().float().norm(dim=-1))
+            self._put(kind + "_norm", index, token_norms(hidden[0]))
             if lens_stream is not None:
                 self._keep_lens_rows(lens_stream, hidden)
 
@@ -270,33 +287,56 @@ class Capture:
 
         def hook(module: nn.LayerNorm, args, output):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # [positions, hidden]
-            mean, var = mean_and_variance(x)
-            magnitude = x.abs()
             positions = self.lens_positions if name == "lm_head.ln" else list(range(x.shape[0]))
-            self._layernorms.append(
-                LayerNormStats(
-                    name=name,
-                    module=path,
-                    layer=layer,
-                    placement=placement,
-                    positions=positions[: x.shape[0]],
-                    mean=mean,
-                    std=var.sqrt(),
-                    scale=torch.rsqrt(var + module.eps),
-                    max_abs=magnitude.amax(dim=-1),
-                    abs_mean_per_dim=magnitude.mean(dim=0),
-                    weight=module.weight.detach().float().clone(),
-                    bias=module.bias.detach().float().clone(),
-                )
+            described = dict(
+                name=name,
+                module=path,
+                layer=layer,
+                placement=placement,
+                positions=positions[: x.shape[0]],
+                weight=module.weight.detach().float().clone(),
+                bias=module.bias.detach().float().clone(),
             )
+            self._pending_layernorms.append(_PendingLayerNorm(len(self._layernorms), x, module.eps, described))
+            self._layernorms.append(None)
+            self._pending_bytes += x.numel() * x.element_size()
+            if self._pending_bytes >= self.options.layernorm_batch_bytes:
+                self._compute_layernorm_stats()
 
         return hook
+
+    def _compute_layernorm_stats(self) -> None:
+        """Statistics of every pending LayerNorm input, batched by shape; the inputs are then let go."""
+        by_shape: dict[tuple[int, ...], list[_PendingLayerNorm]] = defaultdict(list)
+        for pending in self._pending_layernorms:
+            by_shape[tuple(pending.input.shape)].append(pending)
+        for group in by_shape.values():
+            inputs = torch.stack([pending.input for pending in group])  # [layernorms, positions, hidden]
+            mean, var = mean_and_variance(inputs)  # [layernorms, positions]
+            eps = torch.tensor([pending.eps for pending in group], dtype=var.dtype, device=var.device)
+            scale = torch.rsqrt(var + eps[:, None])
+            std = var.sqrt()
+            magnitude = inputs.abs()
+            max_abs = magnitude.amax(dim=-1)  # [layernorms, positions]
+            abs_mean_per_dim = magnitude.mean(dim=1)  # [layernorms, hidden]
+            for i, pending in enumerate(group):
+                self._layernorms[pending.slot] = LayerNormStats(
+                    **pending.described,
+                    mean=mean[i],
+                    std=std[i],
+                    scale=scale[i],
+                    max_abs=max_abs[i],
+                    abs_mean_per_dim=abs_mean_per_dim[i],
+                )
+        self._pending_layernorms.clear()
+        self._pending_bytes = 0
 
     def trace(self, tokens: Tokens, notices: Sequence[str] = ()) -> Trace:
         """Assemble the trace of the pass that ran inside this context."""
         complete = set(range(self.loaded.num_layers))
         if self._embed is None or any(self._filled.get(kind) != complete for kind in ("post", "mid", "attn")):
             raise RplnError("No complete forward pass was captured.")
+        self._compute_layernorm_stats()
         # The trace is for looking at (figures, exports, numpy): from a GPU pass it comes back to the CPU once.
         layers = {kind: buffer.cpu() for kind, buffer in self._layers.items()}
         post_norm = layers["post_norm"]

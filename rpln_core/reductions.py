@@ -1,4 +1,4 @@
-"""The per-row reductions the capture runs on every pass: attention entropy and LayerNorm input moments.
+"""The per-row reductions the capture runs on every pass: attention entropy, token norms, LayerNorm moments.
 
 They run dozens of times a request, so speed matters. On the CPU, torch's own kernels for them are slow on the
 short rows a model has (2 threads, torch 2.13): `torch.special.entr` took 6.2 ms on a [16, 512, 512]
@@ -20,6 +20,12 @@ def row_entropy(probs: Tensor) -> Tensor:
     # temporary, worked on in place: at 512 tokens each layer's attention is 16 MiB.
     terms = p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p)
     return -terms.sum(dim=-1)
+
+
+def token_norms(hidden: Tensor) -> Tensor:
+    """[...] L2 norm over the last dimension of `hidden` [..., hidden], computed in float32 whatever its dtype."""
+    # One kernel: `.float().norm()` adds a conversion and goes through torch.norm's Python dispatch.
+    return torch.linalg.vector_norm(hidden.detach(), dim=-1, dtype=torch.float32)
 
 
 def mean_and_variance(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -153,6 +153,19 @@ def test_compact_storage_keeps_statistics_in_full_precision(loaded):
     torch.testing.assert_close(compact.attentions.float(), full.attentions, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layernorm_statistics_do_not_depend_on_how_many_inputs_wait_to_be_batched(loaded, arch):
+    model = loaded(arch)
+    # A one-byte budget computes each LayerNorm's statistics as it runs; the default batches them all.
+    _, _, one_by_one = capture(model, options=CaptureOptions(layernorm_batch_bytes=1))
+    _, _, batched = capture(model)
+    assert [s.name for s in one_by_one.layernorms] == [s.name for s in batched.layernorms]
+    for alone, together in zip(one_by_one.layernorms, batched.layernorms):
+        for field in ("mean", "std", "scale", "max_abs", "abs_mean_per_dim", "weight", "bias"):
+            torch.testing.assert_close(getattr(alone, field), getattr(together, field), msg=field)
+        assert alone.positions == together.positions
+
+
 def test_capture_without_a_forward_pass_is_an_error(loaded):
     model = loaded("pre-ln")
     encoded = encode(model.tokenizer, TEXT, max_tokens=model.max_tokens)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rpln_core.reductions import mean_and_variance, row_entropy
+from rpln_core.reductions import mean_and_variance, row_entropy, token_norms
 
 
 def test_row_entropy_equals_torchs_entr_on_peaked_attention_with_exact_zeros():
@@ -47,3 +47,9 @@ def test_mean_and_variance_equal_torchs_biased_var_mean_even_far_from_zero():
 def test_mean_and_variance_by_hand():
     mean, variance = mean_and_variance(torch.tensor([[1.0, 2.0, 3.0, 6.0]]))
     assert mean.tolist() == [3.0] and variance.tolist() == [3.5]  # (4 + 1 + 0 + 9) / 4
+
+
+def test_token_norms_are_float32_l2_norms_of_each_row():
+    hidden = torch.tensor([[3.0, 4.0], [0.0, 0.0]]).half()
+    norms = token_norms(hidden)
+    assert norms.dtype == torch.float32 and norms.tolist() == [5.0, 0.0]
