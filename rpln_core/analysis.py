@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .capture import LayerNormStats, Trace
-from .reductions import row_entropy
+from .reductions import lower_median, row_entropy
 from .tokens import Tokens
 
 BOS = "<s>"  # RoBERTa's special-token spelling, shared by the Hub checkpoints and our bundled models
@@ -171,7 +171,7 @@ def massive_activations(trace: Trace) -> MassiveActivations:
     magnitudes = residual_streams(trace).abs().flatten(start_dim=1)  # [streams, tokens * hidden]
     top, flat_index = magnitudes.max(dim=-1)
     hidden = trace.embed.shape[-1]
-    median = magnitudes.median(dim=-1).values
+    median = lower_median(magnitudes)
     return MassiveActivations(top, flat_index // hidden, flat_index % hidden, median, top / median)
 
 

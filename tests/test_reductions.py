@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rpln_core.reductions import mean_and_variance, row_entropy, token_norms
+from rpln_core.reductions import lower_median, mean_and_variance, row_entropy, token_norms
 
 
 def test_row_entropy_equals_torchs_entr_on_peaked_attention_with_exact_zeros():
@@ -53,3 +53,11 @@ def test_token_norms_are_float32_l2_norms_of_each_row():
     hidden = torch.tensor([[3.0, 4.0], [0.0, 0.0]]).half()
     norms = token_norms(hidden)
     assert norms.dtype == torch.float32 and norms.tolist() == [5.0, 0.0]
+
+
+def test_lower_median_equals_torchs_median_for_odd_and_even_rows():
+    generator = torch.Generator().manual_seed(2)
+    for length in (7, 8):
+        values = torch.randn(3, 5, length, generator=generator).half()
+        assert torch.equal(lower_median(values), values.float().median(dim=-1).values)
+    assert lower_median(torch.tensor([[4.0, 1.0, 3.0, 2.0]])).tolist() == [2.0]  # the lower of 2 and 3

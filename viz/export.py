@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
+
+import orjson
 
 from rpln_core import analysis
 from rpln_core.capture import Trace
@@ -54,7 +55,8 @@ def write_tables(
     tables = {table: [clean(row) for row in rows] for table, rows in tables.items()}
     json_path = directory / f"{prefix}-{json_name}.json"
     document = {**about, "tables": tables}
-    json_path.write_text(json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    # orjson: the standard library's indenting encoder is pure Python, ~20 ms of a large model's request here.
+    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     paths = [json_path]
     for table, rows in tables.items():
         path = directory / f"{prefix}-{table}.csv"
