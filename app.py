@@ -272,6 +272,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         gr.api(user_errors(handlers.classify_api), api_name="classify", concurrency_id=MODEL_EVENTS)
         gr.api(user_errors(handlers.answer_api), api_name="answer", concurrency_id=MODEL_EVENTS)
         gr.api(user_errors(teaching.compare_api), api_name="compare", concurrency_id=MODEL_EVENTS)
+        gr.api(user_errors(handlers.ablate_api), api_name="ablate", concurrency_id=MODEL_EVENTS)
         # The recorded curves are files, not a model run: draw them as the page opens.
         demo.load(user_errors(teaching.training_curves), list(curve_inputs), list(curve_outputs),
                   api_visibility="private")

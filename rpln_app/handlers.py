@@ -27,8 +27,9 @@ def import_engine() -> None:
     Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
     """
     global analysis, answer, classify, fill_mask, attention, layernorm, tasks
-    global InsideValues, empty_figure, inside_values, table_rows
+    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims
     from rpln_core import analysis, answer, classify, fill_mask  # noqa: F401
+    from rpln_core.ablation import outlier_ablation, parse_dims  # noqa: F401
     from viz import attention, layernorm, tasks  # noqa: F401
 
     from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401
@@ -207,6 +208,13 @@ class Handlers:
         answers = result.to_pipeline()
         return {"model": model, "answers": answers if isinstance(answers, list) else [answers],
                 **trace_summary(result.trace, result.notices)}
+
+    @needs_engine
+    def ablate_api(self, text: str, model: str, dims: str = "", controls: int = 3, seed: int = 0) -> dict:
+        """Kovaleva et al.'s experiment on this text: `dims` (empty: the model's shared outlier dimensions) switched
+        off in every LayerNorm of the encoder, then as many random dimensions, against the intact model."""
+        loaded = self.registry.get(model)
+        return outlier_ablation(loaded, text, dims=parse_dims(dims), controls=int(controls), seed=int(seed)).to_dict()
 
 
 def _fill(text: str, mask_token: str, mask_number: int, token: str) -> str:

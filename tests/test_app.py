@@ -210,3 +210,18 @@ def test_model_runs_show_a_timer_not_an_animated_overlay(client):
     events = {dep.get("api_name"): dep for dep in client.config["dependencies"]}
     for name in ("ui_fill_mask", "ui_classify", "ui_answer", "ui_compare", "init_experiment"):
         assert events[name]["show_progress"] == "minimal", name
+
+
+def test_ablate_endpoint_switches_off_the_bundled_models_shared_outliers(client, models):
+    from rpln_core.ablation import outlier_ablation
+
+    text = "In the beginning God created the heaven and the <mask>."
+    served = client.predict(text=text, model=models["fill-mask"], api_name="/ablate")
+    direct = outlier_ablation(load_model(models["fill-mask"]), text)
+    assert [run["condition"] for run in served["runs"]] == [run.condition for run in direct.runs]
+    assert [run["dims"] for run in served["runs"]] == [run.dims for run in direct.runs]
+    assert served["runs"][1]["kl_from_intact"] == pytest.approx(direct.runs[1].kl_from_intact, abs=1e-6)
+    chosen = client.predict(text=text, model=models["fill-mask"], dims="5, 9", controls=1, api_name="/ablate")
+    assert chosen["runs"][1]["dims"] == [5, 9] and len(chosen["runs"]) == 3
+    with pytest.raises(AppError, match="whole numbers"):
+        client.predict(text=text, model=models["fill-mask"], dims="five", api_name="/ablate")

@@ -60,6 +60,14 @@ def test_random_model_example_stream_grows_from_8_9_to_12_8(api_example):
     assert (norms[1:] > norms[:-1]).all()
 
 
+def test_ablation_example_switches_off_dims_128_and_225_and_the_top_turns_to_earth(api_example):
+    busted = api_example["busted"]
+    assert [run.condition for run in busted.runs][:3] == ["intact", "outlier dims off", "random dims off #1"]
+    assert busted.run("outlier dims off").dims == [128, 225]
+    assert [run.predictions[0][0] for run in busted.runs[:3]] == [" LORD", " earth", " LORD"]
+    assert busted.run("outlier dims off").kl_from_intact[0] == pytest.approx(0.01, abs=0.005)
+
+
 def test_client_example_runs_against_the_served_app(app_server):
     script = python_blocks("API from another program")
     assert README_URL in script  # the address the README tells users to run the app on
@@ -69,3 +77,5 @@ def test_client_example_runs_against_the_served_app(app_server):
     assert "resid_pre_norm" in namespace["out"]["layers"][0]
     left, right = namespace["both"]["left"]["residual"], namespace["both"]["right"]["residual"]
     assert left["growth_factor"] == pytest.approx(1.16, abs=0.01) and right["growth_factor"] == pytest.approx(1.0, abs=0.01)
+    assert [run["condition"] for run in namespace["busted"]["runs"]][:2] == ["intact", "outlier dims off"]
+    assert len(namespace["busted"]["runs"]) == 5

@@ -35,6 +35,9 @@ class FillMaskResult:
     text: str  # the text the model read (habitual [MASK] replaced by the model's mask token)
     trace: Trace
     notices: list[str] = field(default_factory=list)
+    # [masks, vocab] each mask's whole predicted distribution, before any `targets` restriction: what
+    # experiments that change the model compare (rpln_core.ablation).
+    probabilities: torch.Tensor | None = None
 
     def to_pipeline(self) -> list[dict] | list[list[dict]]:
         """The result exactly as pipeline("fill-mask") shapes it: a flat list for one mask."""
@@ -73,9 +76,8 @@ def fill_mask(
     logits, trace = captured_pass(
         loaded, encoded, lambda hidden: loaded.lm_head(hidden[0, positions]), lens_positions=positions, options=options
     )
-    probs = logits.float().softmax(dim=-1)
-    if target_ids is not None:
-        probs = probs[:, target_ids]
+    distribution = logits.float().softmax(dim=-1)  # [masks, vocab]
+    probs = distribution[:, target_ids] if target_ids is not None else distribution
     values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
 
     single_mask = len(positions) == 1
@@ -91,7 +93,7 @@ def fill_mask(
             sequence = tokenizer.decode(filled, skip_special_tokens=single_mask)
             row.append(MaskPrediction(score, token, tokenizer.decode([token]), sequence))
         predictions.append(row)
-    return FillMaskResult(predictions, positions, text, trace, notices + encoded.notices)
+    return FillMaskResult(predictions, positions, text, trace, notices + encoded.notices, distribution)
 
 
 def normalise_masks(text: str, mask_token: str) -> tuple[str, list[str]]:
