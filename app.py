@@ -144,6 +144,12 @@ RoBERTa) puts it **after** each residual addition. Here the same text goes throu
 bundled twins, which were trained on the same data with the same recipe and differ only in that placement."""
 
 
+OUTLIER_INTRO = """## Outlier dimensions
+Trained LayerNorms grow a few dimensions with outsized γ and β (the LayerNorm tab flags them). Do the models rely
+on them? Switch them off in every LayerNorm of both models, on the text above, and compare with random
+dimensions."""
+
+
 def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[TeachingHandlers, tuple, tuple]:
     """The "Pre-LN vs Post-LN" tab: comparison on real models, the experiment at init, the training curves.
 
@@ -172,6 +178,7 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
     button.click(user_errors(teaching.compare), [left, right, text, top_k],
                  [notices, left_diagram, right_diagram, residual, scales, entropy, predictions, downloads],
                  api_name="ui_compare", **run)
+    outlier_section(teaching, [left, right, text], run)
 
     gr.Markdown("## Gradients at initialisation\nFresh, untrained models of both kinds, built here and now.")
     with gr.Row():
@@ -202,6 +209,21 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
         control.change(user_errors(teaching.training_curves), [setting, layer], [loss, gradient, curve_files],
                        api_visibility="private")
     return teaching, (setting, layer), (loss, gradient, curve_files)
+
+
+def outlier_section(teaching: TeachingHandlers, models_and_text: list, run: dict) -> None:
+    """The teaching tab's outlier-dimension experiment, on the comparison's two models and text."""
+    gr.Markdown(OUTLIER_INTRO)
+    with gr.Row():
+        controls = gr.Slider(1, 10, value=3, step=1, label="Random controls")
+        seed = gr.Number(value=0, label="Seed", precision=0)
+    start = gr.Button("Switch off the outlier dimensions")
+    notices = gr.Markdown()
+    figure = plot("Outlier dimensions switched off", "ablation_figure")
+    table = gr.Dataframe(label="Every run, per mask", interactive=False, wrap=True)
+    downloads = gr.File(label="The runs as CSV and JSON", file_count="multiple", interactive=False)
+    start.click(user_errors(teaching.ablation), [*models_and_text, controls, seed], [notices, figure, table, downloads],
+                api_name="ui_ablation", **run)
 
 
 def build_demo(settings: Settings) -> gr.Blocks:

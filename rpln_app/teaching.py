@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from rpln_core.errors import RplnError
 from rpln_core.init_std import matched_init_std
 
 from .handlers import importing_first, notices_markdown
@@ -16,9 +17,11 @@ from .registry import ModelRegistry
 def teaching_engine() -> None:
     """Import what this tab computes with (torch, transformers, plotly) on first use, as the task tabs do."""
     global comparing, curves, init_report, compare_figures, curve_figures, diagram, export, init_figures
-    global EXPORT_ROOT, fresh_export_directory, table_rows
+    global EXPORT_ROOT, fresh_export_directory, table_rows, ablating, ablation_figures
+    from rpln_core import ablation as ablating  # noqa: F401
     from rpln_core import compare as comparing  # noqa: F401
     from rpln_core import curves, init_report  # noqa: F401
+    from viz import ablation as ablation_figures  # noqa: F401
     from viz import compare as compare_figures  # noqa: F401
     from viz import curves as curve_figures  # noqa: F401
     from viz import diagram, export, init_figures  # noqa: F401
@@ -61,6 +64,30 @@ class TeachingHandlers:
     def compare_api(self, text: str, left: str = "preln-mini", right: str = "postln-mini", top_k: int = 5) -> dict:
         """The numbers behind the comparison: per model, layer layout, residual norms, LayerNorms, entropy, predictions."""
         return comparing.comparison_summary(self._compare(left, right, text, top_k))
+
+    @with_engine
+    def ablation(self, left: str, right: str, text: str, controls: float, seed: float | None) -> list[Any]:
+        """Both models' shared LayerNorm outlier dimensions switched off, against random controls: notices,
+        the figure, every run per mask, downloads. A model that cannot take part is named in a notice."""
+        results, notices = [], []
+        for name in dict.fromkeys((left, right)):  # the same model picked twice runs once
+            try:
+                loaded = self.registry.get(name)
+                results.append(ablating.outlier_ablation(loaded, text, controls=int(controls), seed=int(seed or 0)))
+            except RplnError as error:
+                notices.append(f"{name}: {error.message}")
+        if not results:
+            raise RplnError(" ".join(notices))
+        notices += [f"{result.model_name}: {notice}" for result in results for notice in result.notices]
+        rows = ablation_figures.ablation_rows(results)
+        about = {"text": text, "models": [result.model_name for result in results]}
+        files = export.write_tables({"runs": rows}, fresh_export_directory(EXPORT_ROOT), "ablation", about, json_name="all")
+        return [
+            notices_markdown(notices),
+            ablation_figures.ablation_figure(results),
+            table_rows(rows),
+            [str(path) for path in files],
+        ]
 
     @staticmethod
     @with_engine

@@ -168,6 +168,18 @@ def test_the_compare_tab_returns_every_view_and_downloads(client, models):
     assert {Path(f).suffix for f in files} == {".csv", ".json"}
 
 
+def test_the_outlier_section_runs_both_models_and_names_one_that_cannot_take_part(client, models):
+    text = "In the beginning God created the heaven and the <mask>."
+    notices, figure, table, files = client.predict(models["fill-mask"], models["post-ln"], text, 2, 0,
+                                                   api_name="/ui_ablation")
+    assert notices == "" and figure.get("plot")
+    assert {row[0] for row in table["data"]} == {models["fill-mask"], models["post-ln"]}
+    assert len(table["data"]) == 2 * (2 + 2)  # two models x (intact, outliers off, two random controls), one mask
+    assert {Path(f).suffix for f in files} == {".csv", ".json"}
+    notices, *_ = client.predict(models["classification"], models["post-ln"], text, 2, 0, api_name="/ui_ablation")
+    assert "no fill" in notices and models["classification"] in notices.replace("\\", "")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

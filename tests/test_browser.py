@@ -139,6 +139,10 @@ def test_teaching_tab_compares_the_twins_runs_the_experiment_and_draws_the_curve
     tab.get_by_role("button", name="Run the experiment").click()
     expect(plots).to_have_count(10, timeout=RESULT_TIMEOUT_MS)
     expect(tab.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
+    tab.get_by_role("button", name="Switch off the outlier dimensions").click()
+    expect(plots).to_have_count(11, timeout=RESULT_TIMEOUT_MS)
+    # Both twins, two panels: four groups of three bars (intact, outliers off, random) are drawn.
+    expect(tab.locator(".js-plotly-plot .barlayer .trace")).to_have_count(4, timeout=RESULT_TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "teaching.png"), full_page=True)
     assert page.dialogs == []

@@ -467,7 +467,7 @@ def test_every_figure_has_a_caption():
         "massive_figure", "lens_figure", "fill_mask_figure", "classification_figure", "qa_logits_figure",
         "qa_highlight_html", "layer_diagram", "residual_comparison_figure", "layernorm_scale_figure",
         "entropy_comparison_figure", "fill_mask_rows", "layer_gradients_figure", "depth_sweep_figure",
-        "residual_init_figure", "loss_curves_figure", "gradient_curves_figure",
+        "residual_init_figure", "loss_curves_figure", "gradient_curves_figure", "ablation_figure",
     }
     assert drawn <= set(captions.CAPTIONS)
     assert all(len(caption) > 40 for name, caption in captions.CAPTIONS.items() if name != "qa_highlight_html")
@@ -499,3 +499,23 @@ def test_small_models_get_larger_thumbnails_and_clicks_still_find_their_head(mlm
     assert image.size == (trace.num_heads * (cell + attention.GAP), trace.num_layers * (cell + attention.GAP))
     centre = lambda index: index * (cell + attention.GAP) + cell // 2  # noqa: E731
     assert attention.model_view_cell(centre(3), centre(2), trace) == (2, 3)
+
+
+def test_ablation_figure_shows_each_models_three_conditions_with_whiskers_only_on_the_random_controls(loaded):
+    from rpln_core.ablation import outlier_ablation
+    from viz.ablation import ablation_figure, ablation_rows
+
+    text = "The cat sat on the <mask>."
+    results = [outlier_ablation(loaded(arch), text, dims=[1, 2], controls=3) for arch in ("pre-ln", "post-ln")]
+    figure = ablation_figure(results)
+    assert len(figure.data) == 4  # two models x (probability, KL)
+    probability = figure.data[0]
+    assert list(probability.x) == ["intact", "outlier dims off", "random dims off"]
+    controls = [run.intact_top_probability[0] for run in results[0].controls]
+    expected = [results[0].runs[0].intact_top_probability[0], results[0].runs[1].intact_top_probability[0],
+                sum(controls) / 3]
+    assert list(probability.y) == pytest.approx(expected, rel=1e-3)
+    assert probability.error_y.array[:2] == (None, None)
+    assert probability.error_y.array[2] == pytest.approx(max(controls) - expected[2], rel=1e-3, abs=1e-6)
+    assert "dims 1, 2" in probability.name
+    assert len(ablation_rows(results)) == 2 * 5

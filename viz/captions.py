@@ -130,6 +130,15 @@ CAPTIONS: dict[str, str] = {
         "data with the same recipe, so any difference comes from where the LayerNorms sit (and from the "
         "randomness of training)."
     ),
+    "ablation_figure": (
+        "Kovaleva et al. 2021 (\"BERT Busters\") found a few hidden dimensions whose LayerNorm γ and β are "
+        "outliers in most layers of BERT, and that zeroing them in every LayerNorm breaks the model while zeroing "
+        "as many random dimensions does not. Here each model's shared outlier dimensions (flagged in at least half "
+        "of its LayerNorms) are switched off on this text, then random sets of as many (bars: their mean; whiskers: "
+        "lowest and highest). Left: how much probability the model still gives its intact top prediction; right: "
+        "how far its whole predicted distribution moved. A bar for the outliers far beyond the random ones means "
+        "those dimensions carry something the model relies on."
+    ),
     "layer_gradients_figure": (
         "Freshly initialised models of the chosen depth, one masked-LM loss, backward: the gradient norm of "
         "each layer's feed-forward output weight. Xiong et al. 2020 (Theorem 1): post-LN's gradient near the "
