@@ -9,6 +9,8 @@ Run from the repository root:
 - Experiment at initialisation: `TeachingHandlers.init_experiment` at 12 layers x 256 wide (with its depth sweep
   3/6/12/24 and figures), from cold caches each run, and again with the results cached (a user moving nothing
   else). Target: under 5 s.
+- Outlier dimensions: `TeachingHandlers.ablation` on the twins and the same text, with 3 random controls (each model
+  runs 5 passes: intact, outliers off, 3 controls). No target of its own; reported beside the comparison.
 Calls take turns, so a busy machine slows every case alike.
 """
 
@@ -63,6 +65,7 @@ def measure(repeats: int) -> list[Row]:
     cases = {
         "compare handler": lambda: handlers.compare(*TWINS, text, 5),
         "core compare": lambda: compare(left, right, text, top_k=5),
+        "outlier dimensions handler": lambda: handlers.ablation(*TWINS, text, 3, 0),
         "init experiment, cold": init_cold,
         "init experiment, cached": lambda: handlers.init_experiment(**INIT),
     }
