@@ -220,7 +220,7 @@ def test_model_runs_show_a_timer_not_an_animated_overlay(client):
     # A pulsing overlay on every output, drawn in software by a browser on the server's cores, made the large
     # model's handler 40% slower (bench/bench_browser.py); the timer of "minimal" costs nothing measurable.
     events = {dep.get("api_name"): dep for dep in client.config["dependencies"]}
-    for name in ("ui_fill_mask", "ui_classify", "ui_answer", "ui_compare", "init_experiment"):
+    for name in ("ui_fill_mask", "ui_classify", "ui_answer", "ui_compare", "ui_ablation", "init_experiment"):
         assert events[name]["show_progress"] == "minimal", name
 
 
