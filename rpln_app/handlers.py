@@ -214,7 +214,7 @@ class Handlers:
         """Kovaleva et al.'s experiment on this text: `dims` (empty: the model's shared outlier dimensions) switched
         off in every LayerNorm of the encoder, then as many random dimensions, against the intact model."""
         loaded = self.registry.get(model)
-        return outlier_ablation(loaded, text, dims=parse_dims(dims), controls=int(controls), seed=int(seed)).to_dict()
+        return outlier_ablation(loaded, text, dims=parse_dims(dims), controls=controls, seed=seed).to_dict()
 
 
 def _fill(text: str, mask_token: str, mask_number: int, token: str) -> str:

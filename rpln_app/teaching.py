@@ -73,7 +73,7 @@ class TeachingHandlers:
         for name in dict.fromkeys((left, right)):  # the same model picked twice runs once
             try:
                 loaded = self.registry.get(name)
-                results.append(ablating.outlier_ablation(loaded, text, controls=int(controls), seed=int(seed or 0)))
+                results.append(ablating.outlier_ablation(loaded, text, controls=controls, seed=seed or 0))
             except RplnError as error:
                 notices.append(f"{name}: {error.message}")
         if not results:

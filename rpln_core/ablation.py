@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from . import analysis
+from .checks import MAX_SEED, whole_number
 from .errors import RplnError
 from .load import LoadedModel
+from .reductions import kl_divergence
 from .tasks.fill_mask import FillMaskResult, fill_mask
 
 INTACT = "intact"
@@ -119,8 +121,8 @@ def outlier_ablation(
     top_k: int = 5,
 ) -> OutlierAblation:
     """Switch off `dims` (default: the model's shared outlier dimensions) in every LayerNorm, then random controls."""
-    if not 1 <= controls <= MAX_CONTROLS:
-        raise RplnError(f"Choose 1 to {MAX_CONTROLS} random controls.")
+    controls = whole_number(controls, "The number of random controls", 1, MAX_CONTROLS)
+    seed = whole_number(seed, "Seed", 0, MAX_SEED)
     intact = fill_mask(loaded, text, top_k=top_k)
     if dims is None:
         dims = analysis.outlier_dimensions_across_layers(intact.trace, threshold)
@@ -137,7 +139,8 @@ def outlier_ablation(
     reference = intact.probabilities  # [masks, vocab]
     top_ids = reference.argmax(dim=-1)
     generator = torch.Generator().manual_seed(seed)
-    others = torch.tensor([d for d in range(hidden) if d not in set(dims)])
+    switched = set(dims)
+    others = torch.tensor([d for d in range(hidden) if d not in switched])
     conditions = [(OUTLIERS_OFF, dims)] + [
         (f"random dims off #{i + 1}", sorted(others[torch.randperm(len(others), generator=generator)[: len(dims)]].tolist()))
         for i in range(controls)
@@ -167,10 +170,3 @@ def _run(condition: str, dims: list[int], result: FillMaskResult, top_ids: Tenso
         intact_top_probability=probs.gather(1, top_ids[:, None]).squeeze(1).tolist(),
         kl_from_intact=kl_divergence(reference, probs).tolist(),
     )
-
-
-def kl_divergence(p: Tensor, q: Tensor) -> Tensor:
-    """[rows] KL(p ‖ q) in nats of each row of two distributions [rows, n]; 0·log 0 = 0."""
-    tiny = torch.finfo(torch.float32).tiny
-    p, q = p.float(), q.float()
-    return (p * (p.clamp_min(tiny).log() - q.clamp_min(tiny).log())).sum(dim=-1)

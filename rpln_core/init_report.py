@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Sequence
 
+from .checks import MAX_SEED, whole_number
 from .errors import RplnError
 from .init_experiments import (
     DEFAULT_DEPTHS,
@@ -28,7 +29,6 @@ WIDTHS = (64, 128, 256)  # 256 keeps a 24-layer model under a second a pass on t
 HEADS = 4  # every width offered divides by it, so each head is 16, 32 or 64 wide
 MAX_DEPTH = 24  # the deepest point of Xiong et al.'s sweep we reproduce; deeper costs seconds per click
 MAX_INIT_STD = 0.5  # far past any useful init already: larger stds only saturate the softmax
-MAX_SEED = 2**31 - 1  # torch.Generator().manual_seed accepts this on every platform
 
 # CSV columns in order. A "per_layer" row is stream point `layer` of the chosen depth's model (0 is the
 # embedding output, which has no FFN gradient); a "depth_sweep" row is the last layer of a model
@@ -152,13 +152,13 @@ def run_init_experiment(
     sweep_depths: Sequence[int] = DEFAULT_DEPTHS,
 ) -> InitExperiment:
     """Measure fresh pre-LN and post-LN models (`init_std=None`: `matched_init_std(width)`); RplnError on bad input."""
-    depth = _whole_number(depth, "Depth", 1, MAX_DEPTH)
-    width = _whole_number(width, "Width", min(WIDTHS), max(WIDTHS))
+    depth = whole_number(depth, "Depth", 1, MAX_DEPTH)
+    width = whole_number(width, "Width", min(WIDTHS), max(WIDTHS))
     if width not in WIDTHS or width % HEADS:
         raise RplnError(f"Width must be one of {', '.join(map(str, WIDTHS))}; got {width}.")
     init_std = matched_init_std(width) if init_std is None else _init_std(init_std, width)
-    seed = _whole_number(seed, "Seed", 0, MAX_SEED)
-    depths = tuple(sorted({depth, *(_whole_number(d, "Each sweep depth", 1, MAX_DEPTH) for d in sweep_depths)}))
+    seed = whole_number(seed, "Seed", 0, MAX_SEED)
+    depths = tuple(sorted({depth, *(whole_number(d, "Each sweep depth", 1, MAX_DEPTH) for d in sweep_depths)}))
 
     settings = (width, init_std, seed)
     sweeps = {arch: [_gradients(arch, d, *settings) for d in depths] for arch in ARCHITECTURES}
@@ -189,19 +189,6 @@ def _residual_norms(
     architecture: Architecture, depth: int, width: int, init_std: float, seed: int
 ) -> ResidualNormsAtInit:
     return residual_norms_at_init(architecture, depth, width=width, heads=HEADS, init_std=init_std, seed=seed)
-
-
-def _whole_number(value, what: str, low: int, high: int) -> int:
-    """`value` as an int in [low, high]. Sliders may send 12.0, so whole floats pass; True and 12.5 do not."""
-    whole = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and float(value).is_integer()  # False for NaN and infinities too
-        and low <= value <= high
-    )
-    if not whole:
-        raise RplnError(f"{what} must be a whole number from {low} to {high}; got {value!r}.")
-    return int(value)
 
 
 def _init_std(value, width: int) -> float:

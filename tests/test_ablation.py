@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rpln_core import RplnError, analysis, fill_mask, load_model
-from rpln_core.ablation import INTACT, OUTLIERS_OFF, kl_divergence, layernorm_dims_off, outlier_ablation
+from rpln_core.ablation import INTACT, OUTLIERS_OFF, layernorm_dims_off, outlier_ablation
+from rpln_core.reductions import kl_divergence
 
 TEXT = "The cat sat on the <mask>, and the dog sat on the <mask>."
 DIMS = [3, 17, 30]
@@ -87,7 +88,9 @@ def test_default_dims_are_the_bundled_models_shared_outliers():
     [
         (dict(dims=[32]), "between 0 and 31"),
         (dict(dims=list(range(17))), "between 1 and 16"),
-        (dict(dims=DIMS, controls=0), "1 to 10 random controls"),
+        (dict(dims=DIMS, controls=0), "random controls must be a whole number from 1 to 10"),
+        (dict(dims=DIMS, controls=2.5), "from 1 to 10; got 2.5"),
+        (dict(dims=DIMS, seed=2**70), "Seed must be a whole number from 0"),
         (dict(threshold=1e6), "nothing to switch off"),
     ],
 )
