@@ -33,8 +33,8 @@ MAX_CONTROLS = 10
 def layernorm_dims_off(loaded: LoadedModel, dims: Sequence[int]) -> Iterator[None]:
     """Inside the block every LayerNorm of the encoder outputs 0 in `dims`, as if its γ and β there were 0.
 
-    The hooks sit on the loaded model itself: any other pass through it inside the block is changed too (the app's
-    model events run one at a time)."""
+    The hooks sit on the loaded model itself, so the block holds the model's lock: passes from other threads wait
+    until it ends instead of being changed by it."""
     hidden = loaded.model.config.hidden_size
     if any(not 0 <= dim < hidden for dim in dims):
         raise RplnError(f"Dimensions must lie between 0 and {hidden - 1} for '{loaded.name}'.")
@@ -43,12 +43,13 @@ def layernorm_dims_off(loaded: LoadedModel, dims: Sequence[int]) -> Iterator[Non
     def zero_dims(module, args, output: Tensor) -> None:
         output[..., index.to(output.device)] = 0  # in place: the tensor the next module reads
 
-    handles = [m.register_forward_hook(zero_dims) for m in loaded.body.modules() if isinstance(m, nn.LayerNorm)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    with loaded.lock:
+        handles = [m.register_forward_hook(zero_dims) for m in loaded.body.modules() if isinstance(m, nn.LayerNorm)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @dataclass

@@ -107,7 +107,8 @@ def layer_layout(loaded: LoadedModel) -> LayerLayout:
 
     Raises RplnError if the layer is neither pre-LN nor post-LN.
     """
-    recording = record_probe_pass(loaded)
+    with loaded.lock:  # the probe's hooks sit on the shared modules
+        recording = record_probe_pass(loaded)
     steps, spans = trace_data_flow(recording)
     kinds = tuple(step.kind for step in steps)
     architecture = next((arch for arch, pattern in PATTERNS.items() if pattern == (kinds, spans)), None)

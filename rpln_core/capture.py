@@ -181,15 +181,20 @@ class Capture:
         self._attention_dtype = self.options.attention_dtype  # may drop to 8 bits at the first layer
 
     def __enter__(self) -> "Capture":
+        self.loaded.lock.acquire()  # released in __exit__: no other pass may fire (or miss) these hooks
         try:
             self._install()
         except BaseException:
             self._remove()
+            self.loaded.lock.release()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self._remove()
+        try:
+            self._remove()
+        finally:
+            self.loaded.lock.release()
 
     def _install(self) -> None:
         body = self.loaded.body
@@ -381,8 +386,10 @@ class Capture:
 def run_body(loaded: LoadedModel, inputs) -> Tensor:
     """The encoder's output for `inputs` ([1, tokens, hidden]): what every task head reads.
 
-    The tokenizer's tensors are on the CPU; they go to wherever the model's weights are (a GPU, say)."""
+    The tokenizer's tensors are on the CPU; they go to wherever the model's weights are (a GPU, say).
+    Holds the model's lock, so no other request's hooks fire on this pass."""
     device = next(loaded.body.parameters()).device
-    return loaded.body(
-        input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
-    ).last_hidden_state
+    with loaded.lock:
+        return loaded.body(
+            input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
+        ).last_hidden_state

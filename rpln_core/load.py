@@ -10,7 +10,8 @@ import json
 import os
 import re
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,9 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     missing_weights: tuple[str, ...] = ()  # parameters the checkpoint lacked, so they hold random init
+    # Held by every pass through `model`: capture and ablation hooks sit on the shared modules, so a second pass
+    # running meanwhile would fire them (or be changed by them). Re-entrant: an ablation runs captured passes.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def config(self):

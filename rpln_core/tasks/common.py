@@ -36,7 +36,11 @@ def captured_pass(
     lens_positions: Sequence[int] = (),
     options: CaptureOptions | None = None,
 ) -> tuple[Tensor, Trace]:
-    """Run the encoder and `head` (sequence output -> head output) once, recording the trace."""
-    with Capture(loaded, options, lens_positions) as capture:
-        output = head(run_body(loaded, encoded.inputs))
-    return output, capture.trace(encoded.tokens, encoded.notices)
+    """Run the encoder and `head` (sequence output -> head output) once, recording the trace.
+
+    Holds the model's lock throughout: the logit lens in `trace()` runs the LM head again, which another
+    request's hooks must not see."""
+    with loaded.lock:
+        with Capture(loaded, options, lens_positions) as capture:
+            output = head(run_body(loaded, encoded.inputs))
+        return output, capture.trace(encoded.tokens, encoded.notices)
