@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
+from .budgets import check_length
 from .errors import RplnError
 
 
@@ -35,10 +36,12 @@ class Encoded:
 
 
 def check_text(text: str, what: str = "text") -> str:
-    """Refuse text that gives the model nothing to read."""
-    if not isinstance(text, str) or not text.strip():
+    """Refuse text that gives the model nothing to read, or more than one request may ask it to read."""
+    if not isinstance(text, str):
+        raise RplnError(f"The {what} must be text, got {type(text).__name__}.")
+    if not text.strip():
         raise RplnError(f"The {what} is empty: type some words first.")
-    return text
+    return check_length(text, what)
 
 
 def encode(
@@ -46,6 +49,10 @@ def encode(
 ) -> Encoded:
     """Tokenise `text` (and `text_pair`), cutting to the model's maximum with a visible notice."""
     check_text(text)
+    if text_pair is not None:
+        if not isinstance(text_pair, str):
+            raise RplnError(f"The second text must be text, got {type(text_pair).__name__}.")
+        check_length(text_pair, "second text")
     if text_pair is not None and not text_pair.strip():
         text_pair = None
     full_length = len(tokenizer(text, text_pair)["input_ids"])

@@ -8,13 +8,13 @@ from typing import Sequence
 
 import torch
 
+from .. import budgets
 from ..capture import CaptureOptions, Trace
 from ..errors import RplnError
 from ..load import LoadedModel
 from ..tokens import check_text, encode
 from .common import captured_pass, require_head
 
-MAX_MASKS = 10
 HABITUAL_MASKS = re.compile(r"\[MASK\]|\[mask\]")  # BERT's spelling, typed by habit
 
 
@@ -59,10 +59,10 @@ def fill_mask(
     text, notices = normalise_masks(check_text(text), tokenizer.mask_token)
     if tokenizer.mask_token not in text:
         raise RplnError(f"The text has no mask: put {tokenizer.mask_token} where the model should guess a word.")
-    if text.count(tokenizer.mask_token) > MAX_MASKS:
-        raise RplnError(f"The text has {text.count(tokenizer.mask_token)} masks; use at most {MAX_MASKS}.")
-    if top_k < 1:
-        raise RplnError("top_k must be at least 1.")
+    max_masks = budgets.current().max_masks
+    if text.count(tokenizer.mask_token) > max_masks:
+        raise RplnError(f"The text has {text.count(tokenizer.mask_token)} masks; use at most {max_masks}.")
+    top_k = budgets.check_top_k(top_k, "top_k", vocabulary=len(tokenizer))
     encoded = encode(tokenizer, text, max_tokens=loaded.max_tokens)
     input_ids = encoded.inputs["input_ids"][0]
     positions = (input_ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
