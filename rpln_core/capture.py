@@ -6,6 +6,16 @@ Vocabulary (used in trace fields, exports and chart titles alike):
   attention branch has been added (post-LN: and normalised), and leaving it;
 - `attn_out[l]`, `ffn_out[l]`: what the attention and feed-forward branches add to the stream;
 - LayerNorms: `embed.ln`, `blocks.{l}.ln1`, `blocks.{l}.ln2`, `ln_final` (pre-LN only), `lm_head.ln`.
+
+How the trace differs from `model(..., output_hidden_states=True)`:
+- post-LN: not at all. `embed` is `hidden_states[0]` and `resid_post[l]` is `hidden_states[l + 1]`.
+- pre-LN: the same, except for the last layer. The trace's `resid_post[-1]` is the raw stream leaving the last
+  layer, before the final LayerNorm (it equals `ln_final_in`); transformers 5's `hidden_states[-1]` (and
+  `last_hidden_state`) is after it, which the trace holds as `ln_final_out`. The residual stream's growth
+  through depth, which is what pre-LN is about, would be hidden by reading `hidden_states[-1]`.
+
+Half-precision models (bfloat16, float16) are captured in their own dtype; the logit lens runs the model's
+own head in that dtype too. Every statistic (norms, LayerNorm moments, entropies) is float32 whatever the model.
 """
 
 from __future__ import annotations
@@ -73,7 +83,11 @@ class LogitLens:
 
 @dataclass
 class Trace:
-    """Everything one forward pass did, for one input (batch dimension removed)."""
+    """Everything one forward pass did, for one input (batch dimension removed).
+
+    Pre-LN: `resid_post[-1]` is before the final LayerNorm, where transformers' `hidden_states[-1]` is after it
+    (`ln_final_out`). Post-LN: `embed` and `resid_post` are exactly `hidden_states`. Stored tensors keep
+    `CaptureOptions`' dtypes; norms, entropies and LayerNorm statistics are float32."""
 
     model_name: str
     architecture: str  # "pre-ln" or "post-ln"
@@ -170,7 +184,8 @@ class Capture:
         # would hold every captured tensor twice at the peak (~500 MB at 512 tokens on the large model).
         self._layers: dict[str, Tensor] = {}
         self._filled: dict[str, set[int]] = {}
-        self._lens_rows: dict[int, Tensor] = {}  # stream index -> [positions, hidden] float32
+        # stream index -> [positions, hidden] in the model's own dtype: the lens feeds them to the model's head
+        self._lens_rows: dict[int, Tensor] = {}
         self._embed: Tensor | None = None
         self._embed_norm: Tensor | None = None
         self._final: tuple[Tensor, Tensor] | None = None
@@ -224,7 +239,7 @@ class Capture:
 
     def _keep_lens_rows(self, stream: int, hidden: Tensor) -> None:
         if self.lens_positions:
-            self._lens_rows[stream] = hidden[0, self.lens_positions].detach().float()
+            self._lens_rows[stream] = hidden[0, self.lens_positions].detach()  # indexing copies
 
     def _put(self, kind: str, index: int, value: Tensor, dtype: torch.dtype | None = None) -> None:
         """Copy one layer's `value` into row `index` of the `kind` buffer, converting to `dtype` in place."""

@@ -47,14 +47,16 @@ def check_text(text: str, what: str = "text") -> str:
 def encode(
     tokenizer: PreTrainedTokenizerBase, text: str, text_pair: str | None = None, *, max_tokens: int
 ) -> Encoded:
-    """Tokenise `text` (and `text_pair`), cutting to the model's maximum with a visible notice."""
+    """Tokenise `text` (and `text_pair`), cutting to the model's maximum with a visible notice.
+
+    As pipeline("text-classification") does: None means no pair, and any string goes to the tokenizer as the pair.
+    A whitespace-only pair is a second segment of space tokens, which changes the scores; an empty one the
+    tokenizer itself drops (transformers 5's fast tokenizers test `if text_pair`), and the pipeline with it."""
     check_text(text)
     if text_pair is not None:
         if not isinstance(text_pair, str):
             raise RplnError(f"The second text must be text, got {type(text_pair).__name__}.")
         check_length(text_pair, "second text")
-    if text_pair is not None and not text_pair.strip():
-        text_pair = None
     full_length = len(tokenizer(text, text_pair)["input_ids"])
     inputs = tokenizer(
         text,

@@ -56,6 +56,26 @@ def test_residual_stream_equals_transformers_hidden_states(loaded, arch):
     torch.testing.assert_close(body_output[0], last)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_trace_differs_from_output_hidden_states_only_after_pre_lns_last_layer(loaded, arch):
+    """Pre-LN: the trace's resid_post[-1] is before the final LayerNorm; transformers 5's hidden_states[-1] is after
+    it, which the trace holds as ln_final_out. Post-LN: the trace's stream is hidden_states, layer for layer."""
+    model = loaded(arch)
+    encoded, _, trace = capture(model)
+    hidden_states = torch.stack(hf_forward(model, encoded).hidden_states)[:, 0]  # [layers + 1, tokens, hidden]
+    torch.testing.assert_close(trace.embed, hidden_states[0])
+    torch.testing.assert_close(trace.resid_post[:-1], hidden_states[1:-1])
+    if arch == "post-ln":
+        torch.testing.assert_close(trace.resid_post[-1], hidden_states[-1])
+        assert trace.ln_final_in is None and trace.ln_final_out is None
+        return
+    torch.testing.assert_close(trace.resid_post[-1], trace.ln_final_in)
+    torch.testing.assert_close(trace.ln_final_out, hidden_states[-1])
+    with torch.no_grad():
+        torch.testing.assert_close(model.body.LayerNorm(trace.resid_post[-1]), hidden_states[-1])
+    assert not torch.allclose(trace.resid_post[-1], hidden_states[-1], atol=0.1)
+
+
 def test_pre_ln_stream_is_the_sum_of_its_branches(loaded):
     """Pre-LN adds each sublayer's output to an untouched residual stream: x_mid = x + attn(LN(x))."""
     _, _, trace = capture(loaded("pre-ln"))

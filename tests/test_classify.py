@@ -76,3 +76,19 @@ def test_a_classification_head_missing_from_the_checkpoint_is_called_untrained(l
 def test_empty_text_gets_a_clear_message(loaded):
     with pytest.raises(RplnError, match="empty"):
         classify(loaded("pre-ln", "classification"), "  ")
+
+
+@pytest.mark.parametrize("text_pair", ["", "   "])
+def test_a_blank_text_pair_is_encoded_as_the_pipeline_encodes_it(loaded, text_pair):
+    """None means no pair; a string goes to the tokenizer as the pair. Before, a whitespace-only pair was dropped,
+    where the pipeline encodes it as a second segment of space tokens and scores it differently."""
+    model = loaded("pre-ln", "classification", **LABELS)
+    text = "A good movie makes you laugh."
+    paired, alone = classify(model, text, text_pair), classify(model, text)
+    assert_same_scores(paired.to_pipeline(), reference(model, {"text": text, "text_pair": text_pair}))
+    assert paired.trace.tokens.ids == model.tokenizer(text, text_pair)["input_ids"]
+    if text_pair:  # "   ": </s></s>, the spaces, </s>
+        assert len(paired.trace.tokens) > len(alone.trace.tokens)
+        assert paired.labels[0].score != pytest.approx(alone.labels[0].score, abs=1e-4)
+    else:  # "": transformers 5's tokenizer drops an empty pair, so the pipeline scores the text alone
+        assert paired.to_pipeline() == alone.to_pipeline()

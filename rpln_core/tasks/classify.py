@@ -45,7 +45,7 @@ def classify(
     id2label = loaded.config.id2label
     labels = [LabelScore(id2label[i], float(s)) for i, s in enumerate(scores.tolist())]
     labels.sort(key=lambda label: label.score, reverse=True)
-    return ClassificationResult(labels, function, logits.tolist(), trace, encoded.notices)
+    return ClassificationResult(labels, function, logits.tolist(), trace, list(trace.notices))
 
 
 def score_function(config) -> str:

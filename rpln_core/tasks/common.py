@@ -1,4 +1,4 @@
-"""What every task does around its head: require the head, encode, run the captured pass."""
+"""What every task does around its head: require the head, encode, run the captured pass, add notices."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..capture import Capture, CaptureOptions, Trace, run_body
+from ..catalog import model_card
 from ..errors import RplnError
 from ..load import LoadedModel
 from ..tokens import Encoded
@@ -24,7 +25,11 @@ def require_head(loaded: LoadedModel, head: str) -> None:
             f"choose a checkpoint trained for {task}."
         )
     if not loaded.head_is_trained(head):
-        raise RplnError(f"'{loaded.name}' has an untrained {task} head (its weights are not in the checkpoint).")
+        raise RplnError(
+            f"'{loaded.name}' has an untrained {task} head: the checkpoint's encoder is complete, but the weights "
+            f"of its {head} are not in it, so its {task} output would be random. Choose a checkpoint saved with a "
+            f"trained {task} head."
+        )
 
 
 @torch.no_grad()
@@ -38,9 +43,20 @@ def captured_pass(
 ) -> tuple[Tensor, Trace]:
     """Run the encoder and `head` (sequence output -> head output) once, recording the trace.
 
-    Holds the model's lock throughout: the logit lens in `trace()` runs the LM head again, which another
-    request's hooks must not see."""
+    The trace's notices are the encoding's, then `input_notices`, then the capture's own. Holds the model's lock
+    throughout: the logit lens in `trace()` runs the LM head again, which another request's hooks must not see."""
+    notices = list(encoded.notices) + input_notices(loaded, len(encoded.tokens))
     with loaded.lock:
         with Capture(loaded, options, lens_positions) as capture:
             output = head(run_body(loaded, encoded.inputs))
-        return output, capture.trace(encoded.tokens, encoded.notices)
+        return output, capture.trace(encoded.tokens, notices)
+
+
+def input_notices(loaded: LoadedModel, tokens: int) -> list[str]:
+    """What a reader should know about running `loaded` on `tokens` tokens: e.g. more than it was trained on.
+
+    Never a refusal: the model can read up to `loaded.max_tokens`, it just never learned the positions past
+    its training length (an efficient_mlm model has 514 position embeddings and learned 128 of them)."""
+    card = model_card(loaded.name)
+    notice = card.length_notice(tokens) if card is not None else None
+    return [notice] if notice else []

@@ -93,7 +93,8 @@ def fill_mask(
             sequence = tokenizer.decode(filled, skip_special_tokens=single_mask)
             row.append(MaskPrediction(score, token, tokenizer.decode([token]), sequence))
         predictions.append(row)
-    return FillMaskResult(predictions, positions, text, trace, notices + encoded.notices, distribution)
+    # The trace's notices hold the encoding's, the model's (e.g. past its trained length) and the capture's.
+    return FillMaskResult(predictions, positions, text, trace, notices + trace.notices, distribution)
 
 
 def normalise_masks(text: str, mask_token: str) -> tuple[str, list[str]]:
