@@ -16,6 +16,8 @@ _HOMES = {
     "RplnError": "errors",
     "HUB_PRESETS": "catalog",
     "bundled_models": "catalog",
+    "ModelCard": "catalog",
+    "model_card": "catalog",
     "LoadedModel": "load",
     "load_model": "load",
     "ClassificationResult": "tasks.classify",
