@@ -9,10 +9,13 @@ Kept free of torch and transformers so that the app can list models before those
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
+# The clone's models/ folder (a checkout or an editable install); RPLN_BUNDLED_DIR points a `pip install .` copy,
+# which holds only the code, at a folder of checkpoints.
+BUNDLED_DIR = Path(os.environ.get("RPLN_BUNDLED_DIR") or Path(__file__).resolve().parent.parent / "models")
 
 WETTIG_2023 = (
     'Wettig, Gao, Zhong & Chen (2023), "Should You Mask 15% in Masked Language Modeling?", EACL 2023 '
