@@ -41,6 +41,15 @@ def test_classify_example_scores_as_its_comment_shows(api_example):
     assert labels[0]["score"] == pytest.approx(0.88, abs=5e-3)
 
 
+def test_answer_example_returns_the_three_answers_its_comment_shows(api_example):
+    answers = api_example["answers"]
+    assert [a["answer"] for a in answers] == [
+        "bowed stringed instrument that is the highest member of the violin family", "bowed", "family"]
+    assert (answers[0]["start"], answers[0]["end"]) == (45, 118)
+    assert answers[0]["score"] == pytest.approx(0.99996, abs=5e-5)
+    assert [a["score"] for a in answers[1:]] == pytest.approx([5.6e-06, 5.1e-06], abs=5e-8)
+
+
 def test_comparison_example_shows_pre_ln_growth_and_post_ln_none(api_example):
     summary = api_example["comparison_summary"](api_example["both"])
     left, right = summary["left"]["residual"], summary["right"]["residual"]
