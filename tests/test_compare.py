@@ -95,7 +95,8 @@ def test_summary_is_strict_json_and_tables_export(comparison, tmp_path):
 def test_figures_draw_both_models_in_their_placements_colours(comparison):
     residual = figures.residual_comparison_figure(comparison)
     assert [trace.line.color for trace in residual.data] == ["#1f77b4", "#d62728"]
-    assert residual.layout.yaxis.type == "log"
+    # from zero, so the post-LN line reads as flat as it is (the caption says so)
+    assert residual.layout.yaxis.type == "linear" and residual.layout.yaxis.rangemode == "tozero"
     scales = figures.layernorm_scale_figure(comparison)
     assert list(scales.layout.xaxis.categoryarray)[0] == "embed.ln"
     assert list(scales.layout.xaxis.categoryarray).index("ln_final") > list(scales.layout.xaxis.categoryarray).index(

@@ -123,11 +123,11 @@ def test_dict_is_strict_json_with_the_parameters_and_every_result(exp):
         assert [point["depth"] for point in result["depth_sweep"]] == [2, 3, 4]
 
 
-def test_layer_figure_has_one_line_per_architecture_in_its_colour_over_layers_1_to_l(exp):
+def test_layer_figure_has_one_line_per_architecture_in_its_colour_over_layers_0_to_l_minus_1(exp):
     fig = layer_gradients_figure(exp)
     assert [trace.name for trace in fig.data] == ["pre-LN", "post-LN"]
     assert [trace.line.color for trace in fig.data] == [ARCH_COLORS[arch] for arch in ARCHITECTURES]
-    assert list(fig.data[0].x) == list(range(1, DEPTH + 1))
+    assert list(fig.data[0].x) == list(range(DEPTH))  # blocks.0 … blocks.L-1, as everywhere else
 
 
 def test_depth_figure_is_log_log_with_a_one_over_root_l_reference_through_pre_lns_first_point(exp):

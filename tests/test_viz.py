@@ -21,7 +21,7 @@ import torch
 from rpln_core import analysis, answer, classify, fill_mask
 from rpln_core.load import random_model
 from viz import attention, captions, export, layernorm, lens, residual, tasks
-from viz.attention import GAP
+from viz.attention import GAP, Mosaic
 from viz.text import plot_label, token_label, token_labels
 
 EVIL_IMG = "<img src=x onerror=alert(1)>"
@@ -144,19 +144,32 @@ def test_head_view_refuses_a_head_that_does_not_exist(mlm):
 @pytest.mark.parametrize("cell", [32, 8])  # fewer tokens than pixels (upscaled), then more (pooled)
 def test_model_view_is_a_mosaic_of_layers_by_heads(mlm, cell):
     trace = mlm.trace
-    image = attention.model_view(trace, cell=cell)
-    assert image.size == (trace.num_heads * (cell + GAP), trace.num_layers * (cell + GAP))
+    image = np.asarray(attention.model_view(trace, cell=cell))
+    mosaic = Mosaic(trace.num_layers, trace.num_heads, cell)
+    assert image.shape[1::-1] == mosaic.size
+    assert mosaic.size == (mosaic.left + GAP + trace.num_heads * (cell + GAP),
+                           mosaic.top + GAP + trace.num_layers * (cell + GAP))
+    left, top, right, bottom = mosaic.box(trace.num_layers - 1, trace.num_heads - 1)
+    assert (right + GAP, bottom + GAP) == mosaic.size  # the last thumbnail, then one gap, ends the image
+    assert (image[top - GAP : top, left:right] == attention.GAP_COLOUR).all()  # a grey gap frames each one
 
 
 def test_a_click_on_a_thumbnail_names_its_layer_and_head_and_a_gap_names_none(mlm):
     trace, cell = mlm.trace, 32
+    mosaic = Mosaic(trace.num_layers, trace.num_heads, cell)
     for layer in range(trace.num_layers):
         for head in range(trace.num_heads):
-            centre = (head * (cell + GAP) + cell // 2, layer * (cell + GAP) + cell // 2)
-            assert attention.model_view_cell(*centre, trace, cell) == (layer, head)
-    assert attention.model_view_cell(cell, 5, trace, cell) is None  # the gap right of head 0
-    assert attention.model_view_cell(5, cell + 1, (trace.num_layers, trace.num_heads), cell) is None
-    assert attention.model_view_cell(trace.num_heads * (cell + GAP) + 3, 5, trace, cell) is None
+            left, top, right, bottom = mosaic.box(layer, head)
+            assert attention.model_view_cell((left + right) // 2, (top + bottom) // 2, trace, cell) == (layer, head)
+            assert attention.model_view_cell(left, top, trace, cell) == (layer, head)  # corners too
+            assert attention.model_view_cell(right - 1, bottom - 1, trace, cell) == (layer, head)
+    left, top, right, bottom = mosaic.box(0, 0)
+    assert attention.model_view_cell(right, top + 5, trace, cell) is None  # the gap right of head 0
+    assert attention.model_view_cell(left + 5, bottom, (trace.num_layers, trace.num_heads), cell) is None
+    assert attention.model_view_cell(left - 1, top + 5, trace, cell) is None  # the gap left of head 0
+    assert attention.model_view_cell(5, top + 5, trace, cell) is None  # the layer numbers
+    assert attention.model_view_cell(left + 5, 5, trace, cell) is None  # the head numbers
+    assert attention.model_view_cell(mosaic.size[0] + 3, top + 5, trace, cell) is None
     assert attention.model_view_cell(-1, 5, trace, cell) is None
 
 
@@ -166,10 +179,13 @@ def test_model_view_draws_a_focused_head_dark_and_a_uniform_head_pale(mlm):
     attentions = torch.full_like(trace.attentions, 1.0 / tokens)
     attentions[0, 0] = torch.eye(tokens)  # layer 0, head 0 attends to itself only
     image = np.asarray(attention.model_view(replace(trace, attentions=attentions), cell=64), dtype=float)
-    darkness = 255 - image.mean(axis=-1)
+    mosaic = Mosaic(trace.num_layers, trace.num_heads, 64)
+    left, top, right, bottom = mosaic.box(0, 0)
+    darkness = 255 - image[top:bottom, left:right].mean(axis=-1)
     diagonal = darkness[np.arange(64), np.arange(64)].mean()
     off_diagonal = darkness[np.arange(64), (np.arange(64) + 32) % 64].mean()
-    uniform_head = darkness[:64, (64 + GAP) : (64 + GAP) + 64].mean()
+    left, top, right, bottom = mosaic.box(0, 1)
+    uniform_head = (255 - image[top:bottom, left:right].mean(axis=-1)).mean()
     assert diagonal > 150 and off_diagonal < 20
     assert uniform_head < diagonal / 2
 
@@ -254,7 +270,7 @@ def test_norm_figure_states_and_draws_the_fitted_growth_factor(which, request):
     stated = f"×{growth.growth_factor:.3f} per layer"
     assert stated in figure.layout.title.text and stated in fit.name
     np.testing.assert_allclose(np.array(fit.y[1:]) / np.array(fit.y[:-1]), growth.growth_factor, rtol=1e-3)
-    assert figure.layout.yaxis.type == "log"
+    assert figure.layout.yaxis.type == "linear" and figure.layout.yaxis.rangemode == "tozero"  # flat reads flat
 
 
 def test_sublayer_figure_puts_each_branch_next_to_the_stream_it_is_added_to(mlm):
@@ -284,8 +300,10 @@ def test_lens_figure_is_streams_by_rank_at_the_chosen_mask(mlm):
     figure = lens.lens_figure(trace, mask=1)
     cells = heatmap(figure)
     lens_data = trace.logit_lens
-    assert list(cells.y) == lens_data.streams
-    np.testing.assert_allclose(np.array(cells.z), lens_data.top_probs[:, 1].numpy(), atol=1e-3)
+    assert list(cells.y) == ["embed"] + [f"resid_post[{layer}]" for layer in range(trace.num_layers)]
+    assert len(lens_data.streams) == trace.num_layers + 1  # the lens's "embed", "layer 1" … "layer L"
+    np.testing.assert_allclose(np.array(cells.customdata), lens_data.top_probs[:, 1].numpy(), rtol=1e-3)
+    np.testing.assert_allclose(np.array(cells.z), lens_data.top_probs[:, 1].log10().numpy(), atol=1e-3)
     assert [row[0] for row in cells.text] == [token_label(stream[1][0]) for stream in lens_data.top_strings]
 
 
@@ -496,9 +514,10 @@ def test_small_models_get_larger_thumbnails_and_clicks_still_find_their_head(mlm
     image = attention.model_view(trace)  # default size: a 3 x 4 mosaic would be a stamp at 32 px
     cell = attention.thumbnail_size(trace.num_layers, trace.num_heads)
     assert cell > 32
-    assert image.size == (trace.num_heads * (cell + attention.GAP), trace.num_layers * (cell + attention.GAP))
-    centre = lambda index: index * (cell + attention.GAP) + cell // 2  # noqa: E731
-    assert attention.model_view_cell(centre(3), centre(2), trace) == (2, 3)
+    mosaic = Mosaic(trace.num_layers, trace.num_heads, cell)
+    assert image.size == mosaic.size
+    left, top, right, bottom = mosaic.box(2, 3)
+    assert attention.model_view_cell((left + right) // 2, (top + bottom) // 2, trace) == (2, 3)
 
 
 def test_ablation_figure_shows_each_models_three_conditions_with_whiskers_only_on_the_random_controls(loaded):

@@ -1,7 +1,8 @@
 """One short caption per figure, for students: what the chart shows and what to look for.
 
 Captions are Markdown: token names such as `<s>` sit in backticks so no renderer reads them as tags.
-Keys are the names of the functions that draw the figures.
+Keys are the names of the functions that draw the figures. Layers, heads and stream points are named as in
+`viz.names`: layer l is `blocks.l` (from 0), and the stream is `embed`, then `resid_post[l]` after layer l.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ CAPTIONS: dict[str, str] = {
         "from, not how much that reading matters for the prediction."
     ),
     "model_view": (
-        "Every head at once: rows are layers (`blocks.0` at the top), columns are heads. Each thumbnail is "
-        "that head's attention pattern shrunk to a small square: dark where the head concentrates its weight, "
-        "pale where it spreads it evenly. A diagonal means attending to the token itself, a line just off the "
-        "diagonal the previous or next token, a dark first column attention to `<s>`. Click a thumbnail to "
-        "open it in the head view."
+        "Every head at once: rows are layers (numbered from 0, `blocks.0` at the top), columns are heads "
+        "(from 0). Each thumbnail is that head's attention pattern shrunk to a small square: dark where the head "
+        "concentrates its weight, pale where it spreads it evenly. A diagonal means attending to the token "
+        "itself, a line just off the diagonal the previous or next token, a dark first column attention to "
+        "`<s>`. The head shown in the head view is framed in orange; click a thumbnail to open it there."
     ),
     "entropy_heatmap": (
         "How spread out each head's attention is, averaged over query tokens, in nats. 0 means every query "
@@ -69,23 +70,27 @@ CAPTIONS: dict[str, str] = {
     ),
     # --- residual stream ----------------------------------------------------------------------------
     "norm_figure": (
-        "The mean length (L2 norm) of the residual stream at each point, on a log scale. In a pre-LN model "
-        "nothing normalises the residual stream between layers (each sublayer reads a normalised copy and "
-        "adds its output back), so its norm grows with depth; in post-LN it is re-normalised after every "
-        "sublayer and stays flat. The dashed line is an exponential fit: ×1.10 per layer means each layer "
-        "makes the stream about 10% longer on average. Xiong et al. 2020 relate this growth to why pre-LN "
-        "trains stably without a learning-rate warm-up."
+        "The mean length (L2 norm) of the residual stream at each point: `embed` (the embeddings), then "
+        "`resid_post[l]`, the output of layer l. The axis starts at zero, so a flat line means an unchanged "
+        "norm (it turns logarithmic only when the values span more than tenfold). In a pre-LN model nothing "
+        "normalises the residual stream between layers (each sublayer reads a normalised copy and adds its "
+        "output back), so its norm grows with depth; in post-LN it is re-normalised after every sublayer and "
+        "stays flat. The dashed line is an exponential fit: ×1.10 per layer means each layer makes the stream "
+        "about 10% longer on average. Xiong et al. 2020 relate this growth to why pre-LN trains stably "
+        "without a learning-rate warm-up."
     ),
     "sublayer_figure": (
         "For each layer: the norm of what the attention branch (`attn_out`) and the feed-forward branch "
         "(`ffn_out`) add, next to the norm of the stream they are added to (`resid_pre` before attention, "
-        "`resid_mid` before the feed-forward). In pre-LN each branch reads a normalised copy, so its output "
-        "does not grow along with the stream; where the stream is much longer than the update, a layer can "
-        "only nudge it. Hover to see each update as a fraction of its stream."
+        "`resid_mid` before the feed-forward). The axis starts at zero, so heights compare directly. In pre-LN "
+        "each branch reads a normalised copy, so its output does not grow along with the stream; where the "
+        "stream is much longer than the update, a layer can only nudge it. Hover to see each update as a "
+        "fraction of its stream."
     ),
     "massive_figure": (
-        "For each point of the residual stream: the single largest |activation| over all tokens and "
-        "dimensions, and the median |activation|. Sun et al. 2024 found, in large language models, a few "
+        "For each point of the residual stream (`embed`, then `resid_post[l]` after layer l): the single "
+        "largest |activation| over all tokens and dimensions, and the median |activation|, on a log scale "
+        "(each gridline a round number). Sun et al. 2024 found, in large language models, a few "
         "activations thousands of times larger than the median, in fixed dimensions and on tokens such as "
         "the first token or delimiters, acting like biases the model relies on. Look for a gap of orders of "
         "magnitude between the two lines; hover shows the token and dimension holding the largest value."
@@ -93,10 +98,12 @@ CAPTIONS: dict[str, str] = {
     # --- logit lens ---------------------------------------------------------------------------------
     "lens_figure": (
         "The logit lens (nostalgebraist 2020) reads every intermediate stream at the masked position with "
-        "the model's own output layers (pre-LN: the final LayerNorm, then the MLM head). Rows run from the "
-        "embeddings to the last layer; column 1 is each stream's top prediction, the next columns the "
-        "runners-up, shaded by probability. Watch for the layer where the final answer first appears; early "
-        "layers were never trained to be read this way, so their guesses are rough."
+        "the model's own output layers (pre-LN: the final LayerNorm, then the MLM head). Rows run from "
+        "`embed` (the embeddings) through `resid_post[l]`, the output of layer l, to the last layer; column 1 "
+        "is each stream's top prediction, the next columns the runners-up. Cells are shaded by probability on "
+        "a log scale, so 0.001, 0.01 and 0.1 are equal steps; ␣ marks a token that is only a space, ⏎ a line "
+        "break. Watch for the layer where the final answer first appears; early layers were never trained to "
+        "be read this way, so their guesses are rough."
     ),
     # --- pre-LN versus post-LN ------------------------------------------------------------------------
     "layer_diagram": (
@@ -107,18 +114,20 @@ CAPTIONS: dict[str, str] = {
         "and BERT/RoBERTa) the stream is normalised after every addition (Xiong et al. 2020, Figure 1)."
     ),
     "residual_comparison_figure": (
-        "The average size (L2 norm) of the residual stream entering each layer, for both models on the same "
-        "text, on a log scale. Pre-LN never normalises the stream, so every sublayer's output piles on and "
-        "the norm grows with depth; post-LN re-normalises after each sublayer, so the norm stays flat. At "
+        "The average size (L2 norm) of the residual stream at each point (`embed`, then `resid_post[l]` after "
+        "layer l), for both models on the same text. The axis starts at zero, so flat reads as flat (it turns "
+        "logarithmic only when the values span more than tenfold). Pre-LN never normalises the stream, so "
+        "every sublayer's output piles on and the norm grows with depth; post-LN re-normalises after each "
+        "sublayer, so the norm stays flat. At "
         "initialisation this is Xiong et al. 2020, Lemma 2: post-LN's E‖x‖² is 3d/2 at every layer, "
         "pre-LN's grows linearly with depth; trained models keep the pattern (see the experiment below)."
     ),
     "layernorm_scale_figure": (
-        "Each LayerNorm divides its input by the input's standard deviation σ; this is the average factor "
-        "1/σ it applies, LayerNorm by LayerNorm in depth order. In pre-LN the inputs are the growing residual "
-        "stream, so deeper LayerNorms scale down more: that is how pre-LN keeps each sublayer's input the "
-        "same size while the stream grows. Hover for the γ/β outlier dimensions (more than 3 standard "
-        "deviations from the mean, Kovaleva et al. 2021), which trained LayerNorms develop."
+        "Each LayerNorm divides its input by the input's standard deviation σ; this is the average factor 1/σ it "
+        "applies, LayerNorm by LayerNorm in depth order, on a log scale. In pre-LN the inputs are the growing residual "
+        "stream, so deeper LayerNorms scale down more: that is how pre-LN keeps each sublayer's input the same size "
+        "while the stream grows. Hover for the γ/β outlier dimensions (more than 3 standard deviations from the mean, "
+        "Kovaleva et al. 2021), which trained LayerNorms develop."
     ),
     "entropy_comparison_figure": (
         "How spread out each head's attention is, in nats, for both models on one colour scale: 0 means "
@@ -140,11 +149,11 @@ CAPTIONS: dict[str, str] = {
         "those dimensions carry something the model relies on."
     ),
     "layer_gradients_figure": (
-        "Freshly initialised models of the chosen depth, one masked-LM loss, backward: the gradient norm of "
-        "each layer's feed-forward output weight. Xiong et al. 2020 (Theorem 1): post-LN's gradient near the "
-        "output does not shrink as the model gets deeper, so early updates are large and post-LN needs a "
-        "learning-rate warm-up; pre-LN's shrinks with depth and it can train without one. The per-layer "
-        "shape depends on the init standard deviation: the default is 0.02·√(1024/width), roberta-large's "
+        "Freshly initialised models of the chosen depth, one masked-LM loss, backward: the gradient norm of each "
+        "layer's feed-forward output weight, layers numbered from 0 (`blocks.0`). Xiong et al. 2020 (Theorem 1): "
+        "post-LN's gradient near the output does not shrink as the model gets deeper, so early updates are large and "
+        "post-LN needs a learning-rate warm-up; pre-LN's shrinks with depth and it can train without one. The "
+        "per-layer shape depends on the init standard deviation: the default is 0.02·√(1024/width), roberta-large's "
         "relative init; with 0.02 at a small width both models act almost like the identity."
     ),
     "depth_sweep_figure": (
@@ -153,7 +162,8 @@ CAPTIONS: dict[str, str] = {
         "Deeper post-LN models therefore take the largest steps right at the start of training."
     ),
     "residual_init_figure": (
-        "The residual-stream norm after each layer at initialisation, with the bounds of Xiong et al. 2020, "
+        "The residual-stream norm at initialisation, at `embed` and after each layer (`resid_post[l]`), with "
+        "the bounds of Xiong et al. 2020, "
         "Lemma 2 (the band for pre-LN, the level line for post-LN), which the paper proves for an idealised "
         "initialisation (Xavier weights, attention that does not mix tokens). Transformers' own init, used "
         "here, need not land inside them, but the shape holds: pre-LN's norm grows with depth, post-LN's "
@@ -167,15 +177,16 @@ CAPTIONS: dict[str, str] = {
         "moving average."
     ),
     "gradient_curves_figure": (
-        "The gradient norm of one layer per step (log scale), from the same runs. Look at layer 0 without "
-        "warm-up at 2e-3: post-LN's gradient collapses by seven orders of magnitude in the first hundred "
-        "steps and the layer stops learning, while pre-LN's stays healthy. The whole-model norm hides this, "
-        "since the embeddings and output layer still get gradient."
+        "The gradient norm of one layer per step (log scale), from the same runs. Look at layer 0 (`blocks.0`) without "
+        "warm-up at 2e-3: post-LN's gradient collapses by seven orders of magnitude in the first hundred steps and "
+        "the layer stops learning, while pre-LN's stays healthy. The whole-model norm hides this, since the embeddings "
+        "and output layer still get gradient."
     ),
     # --- task outputs -------------------------------------------------------------------------------
     "fill_mask_figure": (
         "The model's top candidates for the mask and their probabilities (a softmax over the whole "
-        "vocabulary, so the bars shown need not add up to 1)."
+        "vocabulary, so the bars shown need not add up to 1). ␣ marks a candidate that is only a space, ⏎ a "
+        "line break."
     ),
     "classification_figure": (
         "The score of each label from the classification head, which reads the final stream of the `<s>` "

@@ -13,10 +13,11 @@ import plotly.graph_objects as go
 from rpln_core import compare as numbers
 from rpln_core.compare import Comparison, ComparedModel
 
-from .layout import finish, side_by_side, sig4
+from .layout import finish, log_axis, side_by_side, sig4, value_axis
+from .names import HEAD_AXIS, LAYER_AXIS, STREAM_AXIS, layer_ticks, stream_hovers, stream_ticks
 from .palette import ARCH_COLORS
-from .residual import growth_text, stream_labels
-from .text import plot_label
+from .residual import growth_text
+from .text import plot_label, visible_token
 
 def line_style(comparison: Comparison, side: int) -> dict:
     """Colour by LayerNorm placement; dashed for the right-hand model when both have the same placement."""
@@ -30,12 +31,15 @@ def legend_name(model: ComparedModel) -> str:
 
 
 def residual_comparison_figure(comparison: Comparison) -> go.Figure:
-    """Mean residual-stream norm per layer for both models, log scale, with each fitted growth factor."""
+    """Mean residual-stream norm per stream point for both models (axis from zero, see `value_axis`), with each
+    fitted growth factor."""
     fig = go.Figure()
     longest = max(m.trace.num_layers for m in comparison.models)
+    every_norm = []
     for side, model in enumerate(comparison.models):
         residual = numbers.residual_norms(model)
-        labels = stream_labels(model.trace.num_layers)
+        every_norm += list(residual["norms"])
+        labels = stream_hovers(model.trace.num_layers)
         fig.add_trace(
             go.Scatter(
                 x=list(range(len(residual["norms"]))),
@@ -47,9 +51,8 @@ def residual_comparison_figure(comparison: Comparison) -> go.Figure:
                 hovertemplate="%{customdata}: mean ‖h‖ = %{y:.4g}<extra></extra>",
             )
         )
-    fig.update_xaxes(title="residual stream point (0 = embeddings, then the input of each layer, then the output)",
-                     dtick=1 if longest <= 24 else None)
-    fig.update_yaxes(title="mean L2 norm over tokens", type="log")
+    fig.update_xaxes(title=STREAM_AXIS, **stream_ticks(longest))
+    fig.update_yaxes(title="mean L2 norm over tokens", **value_axis(every_norm))
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return finish(fig, "Residual-stream norm through the layers", height=420)
 
@@ -73,8 +76,10 @@ def layernorm_scale_figure(comparison: Comparison) -> go.Figure:
     """Mean 1/σ each LayerNorm multiplies its input by, per LayerNorm, for both models (log scale)."""
     fig = go.Figure()
     order = layernorm_order(comparison)
+    every_scale = []
     for side, model in enumerate(comparison.models):
         rows = sorted(numbers.layernorm_rows(model), key=lambda row: order.index(row["layernorm"]))
+        every_scale += [row["mean_scale"] for row in rows]
         outliers = [len(row["gamma_outlier_dims"]) + len(row["beta_outlier_dims"]) for row in rows]
         fig.add_trace(
             go.Scatter(
@@ -91,7 +96,7 @@ def layernorm_scale_figure(comparison: Comparison) -> go.Figure:
             )
         )
     fig.update_xaxes(title="LayerNorm, in depth order", categoryorder="array", categoryarray=order, tickangle=-45)
-    fig.update_yaxes(title="mean 1/σ over tokens", type="log")
+    fig.update_yaxes(title="mean 1/σ over tokens", **log_axis(every_scale))
     fig.update_layout(legend=dict(orientation="h", y=-0.45))
     return finish(fig, "How strongly each LayerNorm rescales its input", height=440)
 
@@ -111,18 +116,20 @@ def entropy_comparison_figure(comparison: Comparison) -> go.Figure:
                 colorscale="Viridis",
                 showscale=panel == 1,
                 colorbar=dict(title=dict(text="nats"), thickness=12),
-                hovertemplate="layer %{y}, head %{x}: %{z:.3f} nats<extra></extra>",
+                hovertemplate="blocks.%{y}.attn head %{x}: %{z:.3f} nats<extra></extra>",
                 xaxis=f"x{suffix}",
                 yaxis=f"y{suffix}",
             )
         )
-        fig.layout[f"xaxis{suffix}"].update(title="head", dtick=1)
-        fig.layout[f"yaxis{suffix}"].update(title="layer", autorange="reversed", dtick=1)
+        fig.layout[f"xaxis{suffix}"].update(title=HEAD_AXIS, dtick=1)
+        fig.layout[f"yaxis{suffix}"].update(
+            title=LAYER_AXIS, autorange="reversed", **layer_ticks(model.trace.num_layers)
+        )
     return finish(fig, f"Attention entropy per head (uniform spread = {top:.2f} nats)", height=400)
 
 
 def fill_mask_rows(comparison: Comparison) -> list[dict]:
-    """The two models' predictions side by side: one row per mask and rank."""
+    """The two models' predictions side by side: one row per mask and rank; tokens as `visible_token` shows them."""
     left, right = (numbers.predictions(m) for m in comparison.models)
     rows = []
     for mask in range(max(len(left), len(right))):
@@ -132,7 +139,7 @@ def fill_mask_rows(comparison: Comparison) -> list[dict]:
             row = {"mask": mask + 1, "rank": rank + 1}
             for side, predictions in zip(("left", "right"), (left_row, right_row)):
                 found = predictions[rank] if rank < len(predictions) else {"token": "", "score": None}
-                row[f"{side} token"] = found["token"]
+                row[f"{side} token"] = visible_token(found["token"]) if found["score"] is not None else ""
                 row[f"{side} score"] = None if found["score"] is None else round(found["score"], 4)
             rows.append(row)
     return rows

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from rpln_core.curves import TrainingCurve, downsample, moving_average
 
-from .layout import check_index, finish, sig4
+from .layout import check_index, finish, log_axis, sig4
 from .palette import ARCH_COLORS, ARCH_NAMES
 
 MAX_POINTS = 1000  # per trace: a 6,500-step log would otherwise send 6,500 points for every line
@@ -48,14 +48,15 @@ def gradient_curves_figure(
         pre_norms, post_norms, what = pre.grad_norm_total, post.grad_norm_total, "the whole model"
     else:
         check_index(layer, min(pre.num_layers, post.num_layers), "layer")
-        pre_norms, post_norms, what = pre.grad_norm_layers[layer], post.grad_norm_layers[layer], f"layer {layer}"
+        pre_norms, post_norms = pre.grad_norm_layers[layer], post.grad_norm_layers[layer]
+        what = f"layer {layer} (blocks.{layer})"
     fig = go.Figure()
     for curve, norms in ((pre, pre_norms), (post, post_norms)):
         _add_series(fig, curve, norms, smooth, quantity="‖grad‖", log=True)
     _mark_warmup_end(fig, pre, post)
     fig.update_xaxes(title="step")
-    # Powers of ten read at a glance where the norm spans 1e-9 to 1e9.
-    fig.update_yaxes(title="gradient L2 norm", type="log", exponentformat="power")
+    # Labels are whole numbers or powers of ten (the norm can span 1e-9 to 1e9), never plotly's bare digits.
+    fig.update_yaxes(title="gradient L2 norm", **log_axis(np.concatenate([pre_norms, post_norms])))
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return finish(fig, f"Gradient norm of {what} before clipping, {_setting_label(pre, post)}")
 

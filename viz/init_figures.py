@@ -12,24 +12,11 @@ import plotly.graph_objects as go
 
 from rpln_core.init_report import ARCHITECTURES, InitExperiment, grad_parameter_name
 
-from .layout import finish, sig4
+from .layout import LEGEND_BELOW, finish, log_axis, sig4, value_axis  # value_axis: also this module's API
+from .names import LAYER_AXIS, STREAM_AXIS, layer_ticks, stream_hovers, stream_ticks
 from .palette import ARCH_COLORS, ARCH_NAMES
-from .residual import stream_labels
 
-# Beyond this max / min ratio a linear axis squeezes the smaller values flat against zero, so the
-# axis turns logarithmic. Below it a linear axis from zero is the honest one: with the matched init
-# both architectures' values stay within ~2x, and there "post-LN is twice pre-LN" should look twice
-# as tall, which a log axis hides.
-LOG_FROM_SPAN = 10.0
-LEGEND_BELOW = dict(orientation="h", y=-0.25)
-
-
-def value_axis(values: list[float]) -> dict:
-    """y-axis settings for `values`: log when they span more than LOG_FROM_SPAN times, else linear from zero."""
-    positive = [value for value in values if value > 0]
-    if positive and max(positive) / min(positive) > LOG_FROM_SPAN:
-        return dict(type="log")
-    return dict(type="linear", rangemode="tozero")
+HALF_WIDTH_TICKS = 13  # the gradient chart shares its row with the sweep: past 12 layers, every second tick
 
 
 def translucent(hex_color: str, alpha: float) -> str:
@@ -51,26 +38,22 @@ def measured_line(arch: str, x: list[int], values: list[float], hover: str, **sc
     )
 
 
-def layer_dtick(depth: int) -> int:
-    """Tick every layer up to 12 layers; past that every second one, so 24 labels do not collide."""
-    return 1 if depth <= 12 else 2
-
-
 def settings_text(exp: InitExperiment) -> str:
     """The settings every title repeats, so a saved image says what it measured."""
     return f"width {exp.width}, init std {exp.init_std:.3g}, seed {exp.seed}"
 
 
 def layer_gradients_figure(exp: InitExperiment) -> go.Figure:
-    """Gradient norm of each layer's FFN output weight in the `depth`-layer models, pre-LN against post-LN."""
-    layers = list(range(1, exp.depth + 1))
-    parameters = [grad_parameter_name(layer) for layer in layers]
+    """Gradient norm of each layer's FFN output weight (blocks.0 … blocks.L-1), pre-LN against post-LN."""
+    layers = list(range(exp.depth))  # blocks.l, counted from 0 as in the trace
+    # grad_parameter_name counts layers from 1; hover names both our module and transformers' parameter.
+    parameters = [f"blocks.{layer} ({grad_parameter_name(layer + 1)})" for layer in layers]
     fig = go.Figure()
     for arch in ARCHITECTURES:
         norms = exp.gradients[arch].layer_grad_norms
-        fig.add_trace(measured_line(arch, layers, norms, "‖∂loss/∂ %{customdata}‖ = %{y:.4g}", customdata=parameters))
+        fig.add_trace(measured_line(arch, layers, norms, "%{customdata}: ‖∂loss/∂W‖ = %{y:.4g}", customdata=parameters))
     every_norm = [norm for arch in ARCHITECTURES for norm in exp.gradients[arch].layer_grad_norms]
-    fig.update_xaxes(title="layer", dtick=layer_dtick(exp.depth))
+    fig.update_xaxes(title=LAYER_AXIS, **layer_ticks(exp.depth, most=HALF_WIDTH_TICKS))
     fig.update_yaxes(title="‖∂ MLM loss / ∂ FFN output weight‖", **value_axis(every_norm))
     fig.update_layout(legend=LEGEND_BELOW)
     return finish(fig, f"Gradient of each layer's FFN output weight at init: {exp.depth} layers, {settings_text(exp)}")
@@ -82,8 +65,10 @@ def depth_sweep_figure(exp: InitExperiment) -> go.Figure:
     fig = go.Figure()
     # The depth the other charts show is drawn larger, so the two views can be matched up.
     marker = dict(size=[11 if depth == exp.depth else 7 for depth in depths])
+    every_norm = []
     for arch in ARCHITECTURES:
         norms = exp.sweep_last_layer_norms(arch)
+        every_norm += list(norms)
         fig.add_trace(measured_line(arch, depths, norms, "L = %{x}, last layer ‖∂loss/∂W‖ = %{y:.4g}", marker=marker))
     # Theorem 1 gives pre-LN's rate, not its constant: anchor c at the shallowest model, where
     # finite-depth effects matter least for the constant, and let the slope speak for the theorem.
@@ -101,15 +86,15 @@ def depth_sweep_figure(exp: InitExperiment) -> go.Figure:
     )
     # On log-log axes 1/√L is a straight line of slope -1/2; ticks at the measured depths read as plain numbers.
     fig.update_xaxes(title="depth L (layers)", type="log", tickvals=depths, ticktext=[str(d) for d in depths])
-    fig.update_yaxes(title="last layer's ‖∂ MLM loss / ∂ W‖", type="log")
+    fig.update_yaxes(title="last layer's ‖∂ MLM loss / ∂ W‖", **log_axis(every_norm))
     fig.update_layout(legend=LEGEND_BELOW)
     return finish(fig, f"Last layer's gradient against depth (Xiong et al. Theorem 1): {settings_text(exp)}")
 
 
 def residual_init_figure(exp: InitExperiment) -> go.Figure:
     """Mean residual norm after each layer at init, with Lemma 2's pre-LN band and post-LN level (all as norms)."""
-    points = list(range(exp.depth + 1))  # l layers applied; l = 0 is the embedding output
-    labels = stream_labels(exp.depth)  # the trace's names for the same points, shown on hover
+    points = list(range(exp.depth + 1))  # n layers applied: embed, then resid_post[n - 1]
+    labels = stream_hovers(exp.depth)  # the trace's names for the same points, shown on hover
     pre, post = exp.residuals["pre-ln"], exp.residuals["post-ln"]
     fig = go.Figure()
     # References first, so the measured lines are drawn over them. The band is one closed polygon:
@@ -124,7 +109,7 @@ def residual_init_figure(exp: InitExperiment) -> go.Figure:
             name="pre-LN: Lemma 2 bounds",
             # Formulas in the hover keep the legend to one row; lemma2_bounds gives them as norms.
             hoveron="fills",
-            text="Lemma 2, pre-LN: (1 + l/2)d ≤ E‖x_l‖² ≤ (1 + 3l/2)d, drawn as √ to share the norm axis",
+            text="Lemma 2, pre-LN, after n layers: (1 + n/2)d ≤ E‖x‖² ≤ (1 + 3n/2)d, drawn as √ to share the norm axis",
             hoverinfo="text",
         )
     )
@@ -144,7 +129,7 @@ def residual_init_figure(exp: InitExperiment) -> go.Figure:
         norms = exp.residuals[arch].mean_norms
         fig.add_trace(measured_line(arch, points, norms, "%{customdata}, mean ‖x‖ = %{y:.4g}", customdata=labels))
     every_value = pre.lemma2_high + pre.lemma2_low + post.lemma2_low + pre.mean_norms + post.mean_norms
-    fig.update_xaxes(title="l: layers applied (0 = embedding output)", dtick=layer_dtick(exp.depth))
-    fig.update_yaxes(title="mean ‖x_l‖ over tokens", **value_axis(every_value))
+    fig.update_xaxes(title=STREAM_AXIS, **stream_ticks(exp.depth))
+    fig.update_yaxes(title="mean ‖x‖ over tokens", **value_axis(every_value))
     fig.update_layout(legend=LEGEND_BELOW)
     return finish(fig, f"Residual stream norm at init against Xiong et al.'s Lemma 2: {settings_text(exp)}")

@@ -13,6 +13,7 @@ TEMPLATE = "plotly_white"
 # whole template: ~40 ms a figure, most of a request's rendering time. So the look is set once here.
 pio.templates.default = TEMPLATE
 MARGIN = dict(l=60, r=20, t=50, b=50)
+LEGEND_BELOW = dict(orientation="h", y=-0.25)  # under the plot, where it covers no line and no note
 HEIGHT = 380
 
 
@@ -60,11 +61,81 @@ def index_ticks(labels: list[str]) -> dict:
     return dict(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels)
 
 
-def log10_colorbar(low: float, high: float, title: str) -> dict:
+# Beyond this max / min ratio a linear axis squeezes the smaller values flat against zero, so the axis turns
+# logarithmic. Below it a linear axis from zero is the honest one: a norm that stays within a few percent must
+# read as flat, and "twice as large" must look twice as tall, which an autoscaled or a log axis hides.
+LOG_FROM_SPAN = 10.0
+MOST_LOG_TICKS = 8  # more labels than this on one log axis start to collide
+
+
+def value_axis(values) -> dict:
+    """Axis settings for sizes such as norms: linear from zero, or log (see `log_axis`) past a tenfold span.
+
+    A log axis is only chosen when the values span more than a decade, so it too shows a flat line flat.
+    """
+    positive = positive_values(values)
+    if len(positive) and positive.max() / positive.min() > LOG_FROM_SPAN:
+        return log_axis(positive)
+    return dict(type="linear", rangemode="tozero")
+
+
+def log_axis(values) -> dict:
+    """Settings for a log axis over `values` whose labels are whole numbers (0.5, 1, 2, 5, 10), never the
+    bare digits plotly prints between powers of ten by itself."""
+    positive = positive_values(values)
+    if not len(positive):
+        return dict(type="log")
+    ticks = log_tick_values(float(positive.min()), float(positive.max()))
+    return dict(type="log", tickmode="array", tickvals=ticks, ticktext=[number_text(tick) for tick in ticks])
+
+
+def log10_colorbar(low: float, high: float, title: str, most: int = 5) -> dict:
     """A colour bar for log10 values whose ticks read as plain numbers (0.1, 1, 10) rather than exponents."""
-    first, last = math.floor(low), math.ceil(high)
-    powers = list(range(first, last + 1)) if last > first else [first]
-    return dict(title=dict(text=title), tickvals=powers, ticktext=[f"{10.0**p:g}" for p in powers])
+    ticks = log_tick_values(10.0**low, 10.0**high, most)
+    return dict(title=dict(text=title), tickvals=[math.log10(tick) for tick in ticks],
+                ticktext=[number_text(tick) for tick in ticks])
+
+
+def positive_values(values) -> np.ndarray:
+    """The finite values above zero of `values` (any shape), flat: what a log axis can draw."""
+    array = np.asarray(values.float() if hasattr(values, "float") else values, dtype=np.float64).ravel()
+    return array[np.isfinite(array) & (array > 0)]
+
+
+def log_tick_values(low: float, high: float, most: int = MOST_LOG_TICKS) -> list[float]:
+    """Round tick values for a log axis over [low, high] (both > 0): 1, 2 and 5 of each decade when that gives
+    2 to `most` ticks inside, else fewer decades (10^0, 10^3, …) or finer steps, else the ends rounded."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+
+    def ticks(mantissas: tuple[float, ...], every: int = 1) -> list[float]:
+        return [float(f"{m * 10.0**e:.6g}") for e in range(first - 1, last + 1) if e % every == 0 for m in mantissas]
+
+    def inside(candidates: list[float]) -> int:
+        return sum(low * (1 - 1e-9) <= tick <= high * (1 + 1e-9) for tick in candidates)
+
+    candidates = ticks((1, 2, 5))
+    if inside(candidates) > most:
+        every = 1
+        while inside(candidates := ticks((1,), every)) > most:
+            every += 1
+    for finer in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        if inside(candidates) < 2:
+            candidates = ticks(finer)
+    for digits in (2, 3):  # within a few percent: label the ends and the middle
+        if inside(candidates) < 2:
+            candidates = sorted({float(f"{v:.{digits}g}") for v in (low, math.sqrt(low * high), high)})
+    # Ticks just outside the values can still fall inside the axis, which plotly pads; farther ones never do.
+    return [tick for tick in candidates if low / 3 <= tick <= high * 3]
+
+
+def number_text(value: float) -> str:
+    """A tick value as a reader writes it: 0.001, 0.5, 20, 5000; beyond, a power of ten (2×10<sup>−6</sup>)."""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    if -3 <= exponent <= 4:
+        return f"{value:g}"
+    mantissa = f"{value / 10.0**exponent:.2g}"
+    power = f"10<sup>{str(exponent).replace('-', '−')}</sup>"
+    return power if mantissa == "1" else f"{mantissa}×{power}"
 
 
 def check_index(value: int, count: int, what: str) -> int:

@@ -8,14 +8,9 @@ import plotly.graph_objects as go
 from rpln_core import analysis
 from rpln_core.capture import Trace
 
-from .attention import layer_labels
-from .layout import finish, index_ticks, sig4
-from .text import plot_label
-
-
-def stream_labels(layers: int) -> list[str]:
-    """Names of the residual points the analyses index as streams: embed, resid_pre[1…L-1], resid_post[L-1]."""
-    return ["embed"] + [f"resid_pre[{layer}]" for layer in range(1, layers)] + [f"resid_post[{layers - 1}]"]
+from .layout import LEGEND_BELOW, finish, log_axis, sig4, value_axis
+from .names import LAYER_AXIS, STREAM_AXIS, layer_ticks, stream_hovers, stream_ticks
+from .text import token_labels
 
 
 def growth_text(factor: float) -> str:
@@ -24,7 +19,8 @@ def growth_text(factor: float) -> str:
 
 
 def norm_figure(trace: Trace) -> go.Figure:
-    """Mean residual norm per stream point on a log scale, with the fitted exponential and its growth factor."""
+    """Mean residual norm per stream point (axis from zero, see `value_axis`), with the fitted exponential and its
+    growth factor."""
     growth = analysis.residual_growth(trace)
     norms = growth.resid_norm.double().numpy()
     streams = np.arange(len(norms))
@@ -32,7 +28,8 @@ def norm_figure(trace: Trace) -> go.Figure:
     # that goes through the point of means.
     slope = np.log(growth.growth_factor)
     intercept = np.log(norms).mean() - slope * streams.mean()
-    labels = stream_labels(trace.num_layers)
+    labels = stream_hovers(trace.num_layers)
+    fitted = np.exp(intercept + slope * streams)
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -47,16 +44,16 @@ def norm_figure(trace: Trace) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=streams.tolist(),
-            y=sig4(np.exp(intercept + slope * streams)),
+            y=sig4(fitted),
             mode="lines",
             name=f"fit: {growth_text(growth.growth_factor)}",
             line=dict(dash="dash"),
             hoverinfo="skip",
         )
     )
-    fig.update_xaxes(title="residual stream point", **index_ticks(labels))
-    fig.update_yaxes(title="mean L2 norm", type="log")
-    fig.update_layout(legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.7)"))
+    fig.update_xaxes(title=STREAM_AXIS, **stream_ticks(trace.num_layers))
+    fig.update_yaxes(title="mean L2 norm over tokens", **value_axis(np.concatenate([norms, fitted])))
+    fig.update_layout(legend=LEGEND_BELOW)
     title = f"Residual stream norm ({trace.architecture}): fitted growth {growth_text(growth.growth_factor)}"
     return finish(fig, title)
 
@@ -74,7 +71,7 @@ def sublayer_figure(trace: Trace) -> go.Figure:
     )
     fig = go.Figure()
     for name, values, ratio, line in lines:
-        hover = f"blocks.%{{x}}: {name} = %{{y:.4g}}"
+        hover = f"blocks.%{{x}}: {name.replace('[l]', '[%{x}]')} = %{{y:.4g}}"
         if ratio is not None:
             hover += " (%{customdata:.3f} of the stream it is added to)"
         fig.add_trace(
@@ -88,22 +85,23 @@ def sublayer_figure(trace: Trace) -> go.Figure:
                 hovertemplate=hover + "<extra></extra>",
             )
         )
-    fig.update_xaxes(title="layer", **index_ticks(layer_labels(trace.num_layers)))
-    fig.update_yaxes(title="mean L2 norm over tokens", type="log")
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title=LAYER_AXIS, **layer_ticks(trace.num_layers))
+    every_value = np.concatenate([np.asarray(sig4(values), dtype=float) for _, values, _, _ in lines])
+    fig.update_yaxes(title="mean L2 norm over tokens", **value_axis(every_value))
+    fig.update_layout(legend=LEGEND_BELOW)
     return finish(fig, "What each sublayer adds, next to the residual stream it is added to")
 
 
 def massive_figure(trace: Trace) -> go.Figure:
     """Largest |h| and median |h| per stream point (log scale), with the token and dimension of the largest."""
     massive = analysis.massive_activations(trace)
-    labels = stream_labels(trace.num_layers)
-    strings = trace.tokens.strings
+    names = stream_hovers(trace.num_layers)
+    tokens = token_labels(trace)
     where = [
-        [f"{index}·{plot_label(strings[index])}", dim, ratio]
-        for index, dim, ratio in zip(massive.token.tolist(), massive.dim.tolist(), sig4(massive.ratio))
+        [tokens[index], dim, ratio, name]
+        for index, dim, ratio, name in zip(massive.token.tolist(), massive.dim.tolist(), sig4(massive.ratio), names)
     ]
-    streams = list(range(len(labels)))
+    streams = list(range(len(names)))
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -112,7 +110,7 @@ def massive_figure(trace: Trace) -> go.Figure:
             customdata=where,
             mode="lines+markers",
             name="largest |h|",
-            hovertemplate="largest |h| = %{y:.4g} at token %{customdata[0]}, dim %{customdata[1]}"
+            hovertemplate="%{customdata[3]}: largest |h| = %{y:.4g} at token %{customdata[0]}, dim %{customdata[1]}"
             " (%{customdata[2]:.0f}× the median)<extra></extra>",
         )
     )
@@ -120,15 +118,17 @@ def massive_figure(trace: Trace) -> go.Figure:
         go.Scatter(
             x=streams,
             y=sig4(massive.median),
+            customdata=names,
             mode="lines+markers",
             name="median |h|",
-            hovertemplate="median |h| = %{y:.4g}<extra></extra>",
+            hovertemplate="%{customdata}: median |h| = %{y:.4g}<extra></extra>",
         )
     )
     ratio = massive.ratio.clone()
     ratio[~ratio.isfinite()] = 0.0
     peak = int(ratio.argmax())
-    token, dim, _ = where[peak]
+    token, dim, _, _ = where[peak]
+    # The legend sits below the plot, so the note on the largest ratio never lands on it.
     fig.add_annotation(
         x=peak,
         y=float(np.log10(max(float(massive.top[peak]), 1e-30))),  # a log axis places annotations in log10 units
@@ -140,7 +140,18 @@ def massive_figure(trace: Trace) -> go.Figure:
         font=dict(size=11),
         bgcolor="rgba(255,255,255,0.8)",
     )
-    fig.update_xaxes(title="residual stream point", **index_ticks(labels))
-    fig.update_yaxes(title="|activation|", type="log")
-    fig.update_layout(legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.7)"))
+    fig.update_xaxes(title=STREAM_AXIS, **stream_ticks(trace.num_layers))
+    values = np.concatenate([massive.top.float().numpy(), massive.median.float().numpy()])
+    fig.update_yaxes(title="|activation|", **log_axis(values), range=headroom_range(values))
+    fig.update_layout(legend=LEGEND_BELOW)
     return finish(fig, "Massive activations: the largest |h| against the typical one")
+
+
+def headroom_range(values: np.ndarray) -> list[float] | None:
+    """A log axis's range (log10 units) over the positive `values`, with room above the largest for a note."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    if not len(positive):
+        return None
+    low, high = np.log10(positive.min()), np.log10(positive.max())
+    span = max(high - low, 0.3)
+    return [float(low - 0.05 * span), float(high + 0.3 * span)]
