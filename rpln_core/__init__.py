@@ -14,6 +14,8 @@ _HOMES = {
     "LogitLens": "capture",
     "Trace": "capture",
     "RplnError": "errors",
+    "trace_frames": "frames",
+    "result_frame": "frames",
     "HUB_PRESETS": "catalog",
     "bundled_models": "catalog",
     "ModelCard": "catalog",

@@ -5,6 +5,9 @@ Vocabulary (used in trace fields, exports and chart titles alike):
 - `resid_pre[l]`, `resid_mid[l]`, `resid_post[l]`: the residual stream entering layer l, after its
   attention branch has been added (post-LN: and normalised), and leaving it;
 - `attn_out[l]`, `ffn_out[l]`: what the attention and feed-forward branches add to the stream;
+- `blocks.{l}.attn.pattern`: the attention weights (`attentions[l]`); `blocks.{l}.attn.q`, `blocks.{l}.attn.k`:
+  the query and key vectors of every head (`queries[l]`, `keys[l]`, opt-in), before the 1/√d scaling, so that
+  `softmax(q·kᵀ/√d + mask)` is the pattern;
 - LayerNorms: `embed.ln`, `blocks.{l}.ln1`, `blocks.{l}.ln2`, `ln_final` (pre-LN only), `lm_head.ln`.
 
 How the trace differs from `model(..., output_hidden_states=True)`:
@@ -50,6 +53,15 @@ class CaptureOptions:
     # a handful of kernels for many LayerNorms instead of a dozen each, whose per-op overhead dominated a small
     # model's capture. The bound keeps what waits small next to a large model's activations.
     layernorm_batch_bytes: int = 4 * 2**20
+    # The query and key vectors (trace.queries, trace.keys) for views that explain a pattern from q·k. Off by
+    # default: they cost two copies per layer and 2 · layers · tokens · hidden values of memory.
+    queries_and_keys: bool = False
+    # None: the attention dtype. They get their own allowance of attention_budget_bytes (q and k together); past it
+    # they drop to float16 if they were wider, else they are not kept (with a notice): in 8 bits, q·k over a head's
+    # 64 dimensions would be too far off to explain any pattern. They grow with tokens, not tokens²: past
+    # 2 · head_dim tokens (128) they are smaller than the attentions; at 512 tokens on a 24-layer, 1024-wide model
+    # they take 48 MiB and fit.
+    queries_and_keys_dtype: torch.dtype | None = None
 
 
 @dataclass
@@ -109,6 +121,10 @@ class Trace:
     # [layers, heads, tokens] entropy (nats) of each query's attention, from the full-precision weights;
     # analysis uses it when `attentions` had to be stored in 8 bits.
     attention_entropy: Tensor | None = None
+    # `blocks.{l}.attn.q` and `.k`: the outputs of the query and key projections (bias included) split into heads,
+    # before the 1/√d scaling. Only with CaptureOptions(queries_and_keys=True), else None.
+    queries: Tensor | None = None  # [layers, heads, tokens, head_dim]
+    keys: Tensor | None = None  # [layers, heads, tokens, head_dim]
 
     @property
     def resid_pre(self) -> Tensor:
@@ -194,6 +210,9 @@ class Capture:
         self._pending_bytes = 0
         self._notices: list[str] = []
         self._attention_dtype = self.options.attention_dtype  # may drop to 8 bits at the first layer
+        # Chosen at the first layer's query: None when q and k do not fit the budget and are not kept.
+        self._qk_dtype: torch.dtype | None = None
+        self._qk_decided = False
 
     def __enter__(self) -> "Capture":
         self.loaded.lock.acquire()  # released in __exit__: no other pass may fire (or miss) these hooks
@@ -218,6 +237,10 @@ class Capture:
             self._hook(layer, self._store("post", index, lens_stream=index + 1))
             self._hook(layer.attention, self._store("mid", index))
             self._hook(layer.attention.self, self._store_attention(index))
+            if self.options.queries_and_keys:
+                heads = layer.attention.self.num_attention_heads
+                self._hook(layer.attention.self.query, self._store_projection("q", index, heads))
+                self._hook(layer.attention.self.key, self._store_projection("k", index, heads))
             self._hook(layer.attention.output.dense, self._store("attn_out", index))
             self._hook(layer.output.dense, self._store("ffn_out", index))
         if self.loaded.architecture == "pre-ln":
@@ -287,6 +310,39 @@ class Capture:
 
         return hook
 
+    def _store_projection(self, kind: str, index: int, heads: int):
+        def hook(module, args, output):
+            # [1, tokens, heads · head_dim] -> [heads, tokens, head_dim], as the self-attention splits it
+            split = output[0].unflatten(-1, (heads, -1)).transpose(0, 1)
+            if not self._qk_decided:
+                self._qk_dtype = self._choose_projection_dtype(split)
+                self._qk_decided = True
+            if self._qk_dtype is not None:
+                self._put(kind, index, split, self._qk_dtype)
+
+        return hook
+
+    def _choose_projection_dtype(self, split: Tensor) -> torch.dtype | None:
+        """The storage dtype of this pass's queries and keys: the option's, float16 if that is too big, None if
+        even float16 is (then they are not kept)."""
+        asked = self.options.queries_and_keys_dtype or self.options.attention_dtype
+        budget = self.options.attention_budget_bytes
+        values = 2 * self.loaded.num_layers * split.numel()  # queries and keys
+        size = lambda dtype: values * torch.empty((), dtype=dtype).element_size()  # noqa: E731
+        if budget is None or size(asked) <= budget:
+            return asked
+        if size(torch.float16) <= budget and size(torch.float16) < size(asked):
+            self._notices.append(
+                f"Queries and keys were kept as float16 instead of {asked} to save memory on this long input "
+                f"({size(asked) / 2**20:.0f} MiB at {asked})."
+            )
+            return torch.float16
+        self._notices.append(
+            f"Queries and keys were not kept: they would take {size(asked) / 2**20:.0f} MiB at {asked}, more than "
+            f"attention_budget_bytes ({budget / 2**20:.0f} MiB). Raise it in CaptureOptions to keep them."
+        )
+        return None
+
     def _choose_attention_dtype(self, weights: Tensor) -> torch.dtype:
         """The storage dtype for this pass's attentions: the option's, unless that would exceed the budget."""
         dtype, budget = self.options.attention_dtype, self.options.attention_budget_bytes
@@ -354,7 +410,8 @@ class Capture:
     def trace(self, tokens: Tokens, notices: Sequence[str] = ()) -> Trace:
         """Assemble the trace of the pass that ran inside this context."""
         complete = set(range(self.loaded.num_layers))
-        if self._embed is None or any(self._filled.get(kind) != complete for kind in ("post", "mid", "attn")):
+        kinds = ["post", "mid", "attn"] + (["q", "k"] if self._qk_dtype is not None else [])
+        if self._embed is None or any(self._filled.get(kind) != complete for kind in kinds):
             raise RplnError("No complete forward pass was captured.")
         self._compute_layernorm_stats()
         # The trace is for looking at (figures, exports, numpy): from a GPU pass it comes back to the CPU once.
@@ -383,6 +440,8 @@ class Capture:
             logit_lens=self._logit_lens() if self.lens_positions and self.loaded.lm_head is not None else None,
             notices=list(notices) + self._notices,
             attention_entropy=layers["entropy"],
+            queries=layers.get("q"),
+            keys=layers.get("k"),
         )
 
     @torch.no_grad()

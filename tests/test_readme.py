@@ -50,6 +50,15 @@ def test_answer_example_returns_the_three_answers_its_comment_shows(api_example)
     assert [a["score"] for a in answers[1:]] == pytest.approx([5.6e-06, 5.1e-06], abs=5e-8)
 
 
+def test_pandas_example_finds_the_heads_its_comment_names(api_example):
+    frames, sinks = api_example["frames"], api_example["sinks"]
+    residual = frames["residual"]
+    by_layer = residual[residual["stream"] == "resid_post"].groupby("layer")["norm"].mean()
+    assert by_layer.round(2).tolist() == pytest.approx([18.97, 22.68, 24.31, 27.87], abs=0.01)
+    assert list(sinks.index) == [(0, 1), (0, 3)]
+    assert sinks.round(3).tolist() == pytest.approx([0.265, 0.137], abs=1e-3)
+
+
 def test_comparison_example_shows_pre_ln_growth_and_post_ln_none(api_example):
     summary = api_example["comparison_summary"](api_example["both"])
     left, right = summary["left"]["residual"], summary["right"]["residual"]

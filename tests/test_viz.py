@@ -450,18 +450,30 @@ def test_exports_are_parseable_json_and_csv_with_the_tables_columns(mlm, tmp_pat
     document = json.loads(next(p for p in paths if p.suffix == ".json").read_text(), parse_constant=pytest.fail)
     tables = export.trace_tables(trace)
     assert set(document["tables"]) == {"layers", "layernorms", "tokens"}
-    for name, rows in tables.items():
+    for name, table in tables.items():
         with (tmp_path / "out" / f"{export.slug(trace.model_name)}-{name}.csv").open(newline="") as handle:
             read = list(csv.DictReader(handle))
-        assert len(read) == len(rows) == len(document["tables"][name])
-        assert list(read[0]) == list(rows[0])
-    tokens = tables["tokens"]
+        assert len(read) == len(table) == len(document["tables"][name])
+        assert list(read[0]) == list(table.columns) == list(document["tables"][name][0])
+    tokens = document["tables"]["tokens"]
     assert len(tokens) == len(trace.tokens)
-    assert {"index", "string", "start", "end", "special"} <= set(tokens[0])
+    assert {"position", "token", "id", "start", "end", "special", "segment"} <= set(tokens[0])
     assert [f"resid_post_norm[{layer}]" for layer in range(trace.num_layers)] == [
         key for key in tokens[0] if key.startswith("resid_post_norm")
     ]
-    assert tokens[1]["resid_post_norm[0]"] == pytest.approx(float(trace.resid_post_norm[0, 1]))
+    assert tokens[1]["resid_post_norm[0]"] == float(trace.resid_post_norm[0, 1])
+    assert tokens[0]["segment"] is None and tokens[1]["segment"] == 0  # <s> belongs to no segment
+
+
+def test_exported_layer_numbers_stay_whole_and_missing_ones_empty(mlm, tmp_path):
+    """embed.ln sits outside the layers: its layer is empty in CSV and null in JSON, the others read 0, 1, …"""
+    paths = export.write_exports(mlm.trace, tmp_path)
+    with next(p for p in paths if p.name.endswith("-layernorms.csv")).open(newline="") as handle:
+        read = list(csv.DictReader(handle))
+    assert read[0]["name"] == "embed.ln" and read[0]["layer"] == ""
+    assert read[1]["name"] == "blocks.0.ln1" and read[1]["layer"] == "0"
+    document = json.loads(paths[0].read_text())
+    assert document["tables"]["layernorms"][0]["layer"] is None
 
 
 def test_export_file_names_are_safe_whatever_the_model_is_called(mlm, tmp_path):
@@ -471,8 +483,15 @@ def test_export_file_names_are_safe_whatever_the_model_is_called(mlm, tmp_path):
     assert paths[0].name == "etc-passwd-model-trace.json"
 
 
-def test_infinite_statistics_are_written_as_null_not_as_invalid_json():
-    assert export.clean({"massive_ratio": math.inf, "mean": 1.5}) == {"massive_ratio": None, "mean": 1.5}
+def test_infinite_statistics_are_written_as_null_not_as_invalid_json(tmp_path):
+    rows = [{"massive_ratio": math.inf, "mean": 1.5, "layer": None}, {"massive_ratio": math.nan, "mean": 2, "layer": 0}]
+    paths = export.write_tables({"rows": rows}, tmp_path, "x", {}, json_name="all")
+    document = json.loads(paths[0].read_text(), parse_constant=pytest.fail)
+    assert document["tables"]["rows"] == [
+        {"massive_ratio": None, "mean": 1.5, "layer": None}, {"massive_ratio": None, "mean": 2, "layer": 0}
+    ]
+    # Rows of dicts are written as given (no whole number turns into 0.0); NaN and None are empty cells.
+    assert paths[1].read_text().splitlines() == ["massive_ratio,mean,layer", "inf,1.5,", ",2,0"]
 
 
 # --- captions and layering --------------------------------------------------------------------------

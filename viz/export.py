@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
-import csv
-import math
 import re
 from pathlib import Path
+from typing import Mapping
 
 import orjson
+import pandas as pd
 
-from rpln_core import analysis
+from rpln_core import frames
 from rpln_core.capture import Trace
 
 from .layernorm import stats_table
 
+Table = pd.DataFrame | list[dict]  # a frame, or rows of dicts (the experiments' tables), written as given
 
-def trace_tables(trace: Trace) -> dict[str, list[dict]]:
+
+def trace_tables(trace: Trace) -> dict[str, pd.DataFrame]:
     """Tables keyed by name: "layers" (one row per layer), "layernorms" (per LayerNorm), "tokens" (per token)."""
-    return {"layers": analysis.summary_table(trace), "layernorms": stats_table(trace), "tokens": token_table(trace)}
+    layernorms = pd.DataFrame(stats_table(trace)).astype({"layer": "Int64"})  # None outside the layers, not NaN
+    return {"layers": frames.layers_frame(trace), "layernorms": layernorms, "tokens": token_table(trace)}
 
 
-def token_table(trace: Trace) -> list[dict]:
-    """One row per token: where it sits in the text, whether it is special, and its residual norm after each layer."""
-    tokens = trace.tokens
-    embed_norm = trace.resid_pre_norm[0].float().tolist()
-    post_norm = trace.resid_post_norm.float().T.tolist()  # [tokens, layers]
-    rows = []
-    for index, (text, (start, end), special) in enumerate(zip(tokens.strings, tokens.offsets, tokens.special)):
-        row = {"index": index, "string": text, "start": start, "end": end, "special": special}
-        row["segment"] = tokens.segments[index]
-        row["embed_norm"] = embed_norm[index]
-        row.update({f"resid_post_norm[{layer}]": norm for layer, norm in enumerate(post_norm[index])})
-        rows.append(row)
-    return rows
+def token_table(trace: Trace) -> pd.DataFrame:
+    """rpln_core.frames.tokens_frame, then each token's residual norm entering the first layer (`embed_norm`) and
+    after each layer (`resid_post_norm[l]`): the one table a spreadsheet reader wants."""
+    table = frames.tokens_frame(trace)
+    table["embed_norm"] = trace.resid_pre_norm[0].float().numpy()
+    for layer, norms in enumerate(trace.resid_post_norm.float().numpy()):
+        table[f"resid_post_norm[{layer}]"] = norms
+    return table
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -47,27 +45,22 @@ def write_exports(trace: Trace, directory: str | Path) -> list[Path]:
 
 
 def write_tables(
-    tables: dict[str, list[dict]], directory: str | Path, prefix: str, about: dict, json_name: str
+    tables: Mapping[str, Table], directory: str | Path, prefix: str, about: dict, json_name: str
 ) -> list[Path]:
-    """`<prefix>-<json_name>.json` holding `about` and every table, then `<prefix>-<table>.csv` per table."""
+    """`<prefix>-<json_name>.json` holding `about` and every table as a list of rows, then `<prefix>-<table>.csv`
+    per table. Missing values are empty in CSV; NaN, ±inf and <NA> are null in JSON, which has no such numbers."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tables = {table: [clean(row) for row in rows] for table, rows in tables.items()}
+    # object dtype keeps rows of dicts as given: inferring dtypes would write a layer column holding None as 0.0, 1.0
+    tables = {name: t if isinstance(t, pd.DataFrame) else pd.DataFrame(t, dtype=object) for name, t in tables.items()}
     json_path = directory / f"{prefix}-{json_name}.json"
-    document = {**about, "tables": tables}
-    # orjson: the standard library's indenting encoder is pure Python, ~20 ms of a large model's request here.
+    # to_dict gives Python scalars and None for <NA>; orjson writes NaN and ±inf as null, and is fast: the standard
+    # library's indenting encoder is pure Python, ~20 ms of a large model's request here.
+    document = {**about, "tables": {name: table.to_dict(orient="records") for name, table in tables.items()}}
     json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     paths = [json_path]
-    for table, rows in tables.items():
-        path = directory / f"{prefix}-{table}.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
+    for name, table in tables.items():
+        path = directory / f"{prefix}-{name}.csv"
+        table.to_csv(path, index=False)
         paths.append(path)
     return paths
-
-
-def clean(row: dict) -> dict:
-    """The row with NaN and ±inf as None: strict JSON has no such numbers (a median of 0 gives an inf ratio)."""
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in row.items()}
