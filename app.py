@@ -5,17 +5,21 @@ Run `python app.py` (flags: --host, --port, --models, --public/--no-public, --th
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
 import threading
 from dataclasses import dataclass, field
 
 import gradio as gr
 
-from rpln_app.handlers import Handlers, import_engine, user_errors
+from rpln_app.handlers import Handlers, api_endpoint, import_engine, user_errors
 from rpln_app.keys import INSIDE_KEYS
 from rpln_app.registry import ModelRegistry, limit_threads
-from rpln_app.settings import Settings, from_environment
+from rpln_app.settings import Settings, exposure_warning, from_environment
 from rpln_app.teaching import TeachingHandlers
+from rpln_app.trace_store import TraceStore
+from rpln_core import budgets
 from viz.captions import CAPTIONS
 
 INTRO = """# PreLN Explorer
@@ -64,13 +68,19 @@ class InsidePanel:
     def outputs(self) -> list:
         return [self.layer, self.head] + [self.components[key] for key in INSIDE_KEYS]
 
-    def wire(self, trace: gr.State) -> None:
-        """Events that re-draw from the stored trace without running the model again."""
+    def wire(self, handlers: Handlers, record: gr.State) -> None:
+        """Events that re-draw from the run's stored trace (running the model again only if it was evicted).
+
+        Not in the model's concurrency group: a slider should not wait behind other visitors' runs, and the
+        engine's lock keeps a rare re-run correct alongside them."""
         c = self.components
         for slider in (self.layer, self.head):
-            slider.change(Handlers.head_view, [trace, self.layer, self.head], c["head_view"], api_visibility="private")
-        c["model_view"].select(Handlers.model_view_click, [trace], [self.layer, self.head], api_visibility="private")
-        c["ln_choice"].change(Handlers.gamma_beta, [trace, c["ln_choice"]], c["gamma_beta"], api_visibility="private")
+            slider.change(user_errors(handlers.head_view), [record, self.layer, self.head], c["head_view"],
+                          api_visibility="private")
+        c["model_view"].select(user_errors(handlers.model_view_click), [record], [self.layer, self.head],
+                               api_visibility="private")
+        c["ln_choice"].change(user_errors(handlers.gamma_beta), [record, c["ln_choice"]], c["gamma_beta"],
+                              api_visibility="private")
 
 
 def captioned(component, name: str):
@@ -150,6 +160,11 @@ on them? Switch them off in every LayerNorm of both models, on the text above, a
 dimensions."""
 
 
+def top_k_limit(widest: int) -> int:
+    """A top-k slider's maximum: `widest`, or less if the request budget allows less."""
+    return min(widest, budgets.current().max_top_k)
+
+
 def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[TeachingHandlers, tuple, tuple]:
     """The "Pre-LN vs Post-LN" tab: comparison on real models, the experiment at init, the training curves.
 
@@ -161,7 +176,7 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
         right = model_picker(settings, handlers, "compare-right", "Right model")
     with gr.Row():
         text = gr.Textbox(label="Text (a <mask> adds both models' predictions)", value=COMPARE_TEXT, scale=4)
-        top_k = gr.Slider(1, 10, value=5, step=1, label="Top k", scale=1)
+        top_k = gr.Slider(1, top_k_limit(10), value=5, step=1, label="Top k", scale=1)
     button = gr.Button("Compare", variant="primary")
     notices = gr.Markdown()
     with gr.Row():
@@ -186,7 +201,7 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
         width = gr.Radio([64, 128, 256], value=128, label="Width")
         init_std = gr.Number(value=teaching.matched_std(128), label="Init std (empty: matched to the width)")
         seed = gr.Number(value=0, label="Seed", precision=0)
-    width.change(teaching.matched_std, width, init_std, api_visibility="private")
+    width.change(user_errors(teaching.matched_std), width, init_std, api_visibility="private")
     start = gr.Button("Run the experiment")
     with gr.Row():
         layer_gradients = plot("Gradient per layer", "layer_gradients_figure")
@@ -202,13 +217,15 @@ def teaching_tab(settings: Settings, handlers: Handlers, run: dict) -> tuple[Tea
     with gr.Row():
         setting = gr.Dropdown(settings_choices, value=first_setting, label="Run")
         layer = gr.Dropdown(layer_choices, value=layer_choices[0] if layer_choices else None, label="Gradient of")
+    curve_notices = gr.Markdown(elem_id="curve-notices")  # what keeps the curves from being drawn, if anything
     loss = plot("Loss", "loss_curves_figure")
     gradient = plot("Gradient norm", "gradient_curves_figure")
     curve_files = gr.File(label="The two runs' logs (CSV)", file_count="multiple", interactive=False)
+    curve_outputs = (curve_notices, loss, gradient, curve_files)
     for control in (setting, layer):
-        control.change(user_errors(teaching.training_curves), [setting, layer], [loss, gradient, curve_files],
+        control.change(user_errors(teaching.training_curves), [setting, layer], list(curve_outputs),
                        api_visibility="private")
-    return teaching, (setting, layer), (loss, gradient, curve_files)
+    return teaching, (setting, layer), curve_outputs
 
 
 def outlier_section(teaching: TeachingHandlers, models_and_text: list, run: dict) -> None:
@@ -227,17 +244,20 @@ def outlier_section(teaching: TeachingHandlers, models_and_text: list, run: dict
 
 
 def build_demo(settings: Settings) -> gr.Blocks:
-    """The whole app for these settings."""
-    handlers = Handlers(ModelRegistry(settings.models, settings.public, settings.cache_size))
+    """The whole app for these settings (which also set the engine's request budgets: they are per process)."""
+    budgets.configure(**settings.budgets)
+    registry = ModelRegistry(settings.models, settings.public, settings.cache_size)
+    # No more traces than sessions Gradio keeps: beyond that they mostly belong to sessions it has let go.
+    handlers = Handlers(registry, TraceStore(settings.trace_memory_mb * 2**20, max_traces=settings.max_sessions))
     # Undocumented rather than private: tests and the benchmark call the tab events as a browser would.
     run = dict(concurrency_id=MODEL_EVENTS, api_visibility="undocumented", show_progress=MODEL_PROGRESS)
-    with gr.Blocks(title="PreLN Explorer") as demo:
+    with gr.Blocks(title="PreLN Explorer", delete_cache=settings.cache_schedule) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Fill-mask"):
             model = model_picker(settings, handlers, "fill-mask")
             with gr.Row():
                 text = gr.Textbox(label="Text with one or more <mask>", value=EXAMPLES["fill-mask"][0][0], scale=4)
-                top_k = gr.Slider(1, 20, value=5, step=1, label="Top k", scale=1)
+                top_k = gr.Slider(1, top_k_limit(20), value=5, step=1, label="Top k", scale=1)
             button = gr.Button("Predict", variant="primary")
             gr.Examples(EXAMPLES["fill-mask"], inputs=[text])
             notices = gr.Markdown()
@@ -246,11 +266,11 @@ def build_demo(settings: Settings) -> gr.Blocks:
                                      column_widths=["10%", "10%", "18%", "16%", "46%"])
                 chart = plot("Scores", "fill_mask_figure")
             panel = inside_panel()
-            trace = gr.State()
-            button.click(user_errors(handlers.fill_mask), [model, text, top_k],
-                         [notices, table, chart, *panel.outputs, trace], api_name="ui_fill_mask", **run)
+            record = gr.State()  # a TraceRecord: the run's key in the trace store and its inputs, never the trace
+            button.click(user_errors(handlers.fill_mask), [model, text, top_k, record],
+                         [notices, table, chart, *panel.outputs, record], api_name="ui_fill_mask", **run)
             table.select(Handlers.fill_in, [text], [text], api_visibility="private")
-            panel.wire(trace)
+            panel.wire(handlers, record)
 
         with gr.Tab("Classification"):
             model = model_picker(settings, handlers, "classification")
@@ -263,17 +283,17 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 chart = plot("Label scores", "classification_figure")
                 table = gr.Dataframe(label="Labels", interactive=False)
             panel = inside_panel()
-            trace = gr.State()
-            button.click(user_errors(handlers.classify), [model, text, pair],
-                         [notices, chart, table, *panel.outputs, trace], api_name="ui_classify", **run)
-            panel.wire(trace)
+            record = gr.State()
+            button.click(user_errors(handlers.classify), [model, text, pair, record],
+                         [notices, chart, table, *panel.outputs, record], api_name="ui_classify", **run)
+            panel.wire(handlers, record)
 
         with gr.Tab("Question answering"):
             model = model_picker(settings, handlers, "qa")
             question = gr.Textbox(label="Question", value=EXAMPLES["qa"][0][0])
             context = gr.Textbox(label="Context", value=EXAMPLES["qa"][0][1], lines=5)
             with gr.Row():
-                top_k = gr.Slider(1, 10, value=3, step=1, label="Answers")
+                top_k = gr.Slider(1, top_k_limit(10), value=3, step=1, label="Answers")
                 impossible = gr.Checkbox(label="Allow 'no answer'", value=False)
             button = gr.Button("Answer", variant="primary")
             gr.Examples(EXAMPLES["qa"], inputs=[question, context])
@@ -283,27 +303,41 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 table = gr.Dataframe(label="Answers", interactive=False, wrap=True)
                 chart = plot("Start and end logits", "qa_logits_figure")
             panel = inside_panel()
-            trace = gr.State()
-            button.click(user_errors(handlers.answer), [model, question, context, top_k, impossible],
-                         [notices, highlight, table, chart, *panel.outputs, trace], api_name="ui_answer", **run)
-            panel.wire(trace)
+            record = gr.State()
+            button.click(user_errors(handlers.answer), [model, question, context, top_k, impossible, record],
+                         [notices, highlight, table, chart, *panel.outputs, record], api_name="ui_answer", **run)
+            panel.wire(handlers, record)
 
         with gr.Tab("Pre-LN vs Post-LN"):
             teaching, curve_inputs, curve_outputs = teaching_tab(settings, handlers, run)
-        gr.api(user_errors(handlers.fill_mask_api), api_name="fill_mask", concurrency_id=MODEL_EVENTS)
-        gr.api(user_errors(handlers.classify_api), api_name="classify", concurrency_id=MODEL_EVENTS)
-        gr.api(user_errors(handlers.answer_api), api_name="answer", concurrency_id=MODEL_EVENTS)
-        gr.api(user_errors(teaching.compare_api), api_name="compare", concurrency_id=MODEL_EVENTS)
-        gr.api(user_errors(handlers.ablate_api), api_name="ablate", concurrency_id=MODEL_EVENTS)
+        # The API's defaults are what the page starts with, so `client.predict(text=..., api_name="/fill_mask")`
+        # needs no model name; its errors are plain text, not the toast's HTML.
+        defaults = settings.defaults
+        gr.api(api_endpoint(handlers.fill_mask_api, model=defaults["fill-mask"]), api_name="fill_mask",
+               concurrency_id=MODEL_EVENTS)
+        gr.api(api_endpoint(handlers.classify_api, model=defaults["classification"]), api_name="classify",
+               concurrency_id=MODEL_EVENTS)
+        gr.api(api_endpoint(handlers.answer_api, model=defaults["qa"]), api_name="answer", concurrency_id=MODEL_EVENTS)
+        gr.api(api_endpoint(teaching.compare_api, left=defaults["compare-left"], right=defaults["compare-right"]),
+               api_name="compare", concurrency_id=MODEL_EVENTS)
+        gr.api(api_endpoint(handlers.ablate_api, model=defaults["fill-mask"]), api_name="ablate",
+               concurrency_id=MODEL_EVENTS)
         # The recorded curves are files, not a model run: draw them as the page opens.
         demo.load(user_errors(teaching.training_curves), list(curve_inputs), list(curve_outputs),
                   api_visibility="private")
-    demo.queue(default_concurrency_limit=1)
+    # In public mode every run joins the queue: Gradio's direct route (POST /gradio_api/run/<name>) would let
+    # one visitor overtake the queue and start runs without limit beside it. Locally, scripts may use it.
+    demo.queue(default_concurrency_limit=1, api_open=not settings.public)
+    # Gradio takes these limits only in launch(); bound here, they hold however the app is launched
+    # (`python app.py`, Spaces, a test or a notebook that imports `demo`).
+    demo.launch = functools.partial(demo.launch, **settings.launch_options)
     return demo
 
 
 # Spaces and `gradio app.py` import this module and look for `demo`; flags only count when run as a script.
 settings = from_environment(sys.argv[1:] if __name__ == "__main__" else [])
+if warning := exposure_warning(settings):
+    logging.getLogger("rpln_app").warning(warning)
 demo = build_demo(settings)
 
 if __name__ == "__main__":

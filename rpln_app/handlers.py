@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
+from rpln_core.budgets import check_top_k
+from rpln_core.checks import whole_number
 from rpln_core.errors import RplnError
 
+from . import inputs as check
 from .registry import ModelRegistry
+from .trace_store import TraceRecord, TraceStore
 
 if TYPE_CHECKING:
     from rpln_core.capture import Trace
@@ -27,9 +32,10 @@ def import_engine() -> None:
     Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
     """
     global analysis, answer, classify, fill_mask, attention, layernorm, tasks
-    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims
+    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims, check_flag
     from rpln_core import analysis, answer, classify, fill_mask  # noqa: F401
     from rpln_core.ablation import outlier_ablation, parse_dims  # noqa: F401
+    from rpln_core.tasks.qa_spans import check_flag  # noqa: F401
     from viz import attention, layernorm, tasks  # noqa: F401
 
     from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401
@@ -53,21 +59,41 @@ def importing_first(importer: Callable[[], None]) -> Callable[[Callable], Callab
 needs_engine = importing_first(import_engine)
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Show RplnError's message to the user; log anything else and show a short apology, never a traceback."""
+def user_errors(fn: Callable, *, html: bool = True) -> Callable:
+    """Show RplnError's message to the user; log anything else and show a short apology, never a traceback.
+
+    `html`: the message goes to the browser's toast, which renders HTML, so it is escaped; gr.api endpoints pass
+    False, as their callers (gradio_client, curl) read the message as plain text."""
+    shown = toast_text if html else str
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RplnError as error:
-            raise gr.Error(toast_text(error.message), print_exception=False) from None
+            raise gr.Error(shown(error.message), print_exception=False) from None
         except gr.Error:
             raise
         except Exception:  # noqa: BLE001 - the app must keep serving whatever went wrong
             log.exception("request failed")
             raise gr.Error("Something went wrong while running the model; the app is still running.") from None
 
+    return wrapper
+
+
+def api_endpoint(fn: Callable, **defaults: Any) -> Callable:
+    """`fn` as a gr.api endpoint: errors in plain text, and `defaults` as its parameters' defaults.
+
+    gr.api publishes a signature's defaults and gradio_client fills them in for what a caller leaves out, so
+    the app's start-up choices (which model, say) become the API's too.
+    """
+    wrapper = user_errors(fn, html=False)
+    signature = inspect.signature(fn)
+    unknown = set(defaults) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"{fn.__name__} has no parameter {', '.join(sorted(unknown))}")
+    parameters = [p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()]
+    wrapper.__signature__ = signature.replace(parameters=parameters)
     return wrapper
 
 
@@ -100,37 +126,79 @@ def inside_outputs(trace: Trace) -> list[Any]:
     return sliders + values.ordered()
 
 
+# Shown when a re-drawing event finds no stored run, or ran the model again for it.
+NO_RUN = "There is no run to draw this from: press the tab's button to run the model (again)."
+RECOMPUTED = "This view was recomputed: its run had made way for newer ones, so the model ran again on the same input."
+
+
+def engine_task(task: str) -> Callable:
+    """The engine function of a task tab: (loaded model, **inputs) -> result with a `.trace`."""
+    return {"fill-mask": fill_mask, "classification": classify, "qa": answer}[task]
+
+
 class Handlers:
-    """The app's actions, bound to one model registry."""
+    """The app's actions, bound to one model registry and one store of traces for re-drawing."""
 
-    def __init__(self, registry: ModelRegistry):
+    def __init__(self, registry: ModelRegistry, traces: TraceStore | None = None):
         self.registry = registry
+        self.traces = TraceStore() if traces is None else traces
 
-    # --- task tabs: each returns task outputs, then the inside panel, then the trace for later events
+    def run_task(self, task: str, model: str, inputs: dict[str, Any], previous: Any = None) -> tuple[Any, TraceRecord]:
+        """Run a task tab's engine call and keep its trace; the result and the record a session keeps of it.
+
+        The `previous` record's trace (this tab's last run in this session) is dropped once the new run
+        succeeds: nothing can draw from it any more, and a visitor clicking again and again should not push
+        other visitors' traces out."""
+        result = engine_task(task)(self.registry.get(model), **inputs)
+        if isinstance(previous, TraceRecord):
+            self.traces.discard(previous.key)
+        return result, TraceRecord(self.traces.put(result.trace), task, model, inputs)
+
+    def trace_of(self, record: TraceRecord | None) -> Trace | None:
+        """The trace `record` names: from the store, else by running its task again (and saying so)."""
+        if not isinstance(record, TraceRecord):  # no run yet, or Gradio let this session's state go
+            gr.Info(NO_RUN)
+            return None
+        trace = self.traces.get(record.key)
+        if trace is None:
+            trace = engine_task(record.task)(self.registry.get(record.model), **record.inputs).trace
+            self.traces.put(trace, record.key)
+            gr.Info(RECOMPUTED)
+        return trace
+
+    # --- task tabs: each returns task outputs, then the inside panel, then the record for later events.
+    # `previous` is the tab's record from this session's last run.
 
     @needs_engine
-    def fill_mask(self, model_name: str, text: str, top_k: float):
-        result = fill_mask(self.registry.get(model_name), text, top_k=int(top_k))
+    def fill_mask(self, model_name: str, text: str, top_k: float, previous: Any = None):
+        inputs = {"text": check.text(text, "text"), "top_k": check_top_k(top_k, "Top k")}
+        result, record = self.run_task("fill-mask", model_name, inputs, previous)
         rows = [
             {"mask": m + 1, "rank": r + 1, "token": p.token_str, "score": p.score, "sequence": p.sequence}
             for m, row in enumerate(result.predictions)
             for r, p in enumerate(row)
         ]
         task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result, mask=None)]
-        return task + inside_outputs(result.trace) + [result.trace]
+        return task + inside_outputs(result.trace) + [record]
 
     @needs_engine
-    def classify(self, model_name: str, text: str, text_pair: str):
-        result = classify(self.registry.get(model_name), text, text_pair or None)
+    def classify(self, model_name: str, text: str, text_pair: str, previous: Any = None):
+        inputs = {"text": check.text(text, "text"), "text_pair": check.optional_text(text_pair, "second text")}
+        result, record = self.run_task("classification", model_name, inputs, previous)
         rows = [{"label": label.label, "score": label.score} for label in result.labels]
         task = [notices_markdown(result.notices), tasks.classification_figure(result), table_rows(rows)]
-        return task + inside_outputs(result.trace) + [result.trace]
+        return task + inside_outputs(result.trace) + [record]
 
     @needs_engine
-    def answer(self, model_name: str, question: str, context: str, top_k: float, impossible: bool):
-        result = answer(
-            self.registry.get(model_name), question, context, top_k=int(top_k), handle_impossible_answer=impossible
-        )
+    def answer(self, model_name: str, question: str, context: str, top_k: float, impossible: bool,
+               previous: Any = None):
+        inputs = {
+            "question": check.text(question, "question"),
+            "context": check.text(context, "context"),
+            "top_k": check_top_k(top_k, "Answers"),
+            "handle_impossible_answer": check_flag(impossible, "Allow 'no answer'"),
+        }
+        result, record = self.run_task("qa", model_name, inputs, previous)
         rows = [{"answer": a.answer, "score": a.score, "start": a.start, "end": a.end} for a in result.answers]
         notices = result.notices + ([f"The context was read in {result.windows} windows; the views show window "
                                      f"{result.window + 1}, which holds the best answer."] if result.windows > 1 else [])
@@ -140,41 +208,56 @@ class Handlers:
             table_rows(rows),
             tasks.qa_logits_figure(result),
         ]
-        return task + inside_outputs(result.trace) + [result.trace]
+        return task + inside_outputs(result.trace) + [record]
 
-    # --- follow-up events on a stored trace: no model call. `trace` is typed Any on purpose: Gradio
-    # resolves these hints at run time to find the SelectData parameter, and Trace is imported lazily.
+    # --- follow-up events on a run's record: the stored trace, or the run again if it was evicted. `record` is
+    # typed Any on purpose: Gradio resolves these hints at run time to find the SelectData parameter.
 
-    @staticmethod
     @needs_engine
-    def head_view(trace: Any, layer: float, head: float):
+    def head_view(self, record: Any, layer: float, head: float):
+        trace = self.trace_of(record)
         if trace is None:
-            return None
-        return attention.head_view(trace, int(layer), int(head))
+            return gr.skip()
+        layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
+        head = whole_number(head, "Head", 0, trace.num_heads - 1)
+        return attention.head_view(trace, layer, head)
 
-    @staticmethod
     @needs_engine
-    def model_view_click(trace: Any, evt: gr.SelectData):
+    def model_view_click(self, record: Any, evt: gr.SelectData):
         """Clicking a thumbnail moves the sliders to that layer and head (and so redraws the head view)."""
-        cell = attention.model_view_cell(int(evt.index[0]), int(evt.index[1]), trace) if trace is not None else None
+        unchanged = gr.Slider(), gr.Slider()
+        try:
+            x, y = (int(value) for value in evt.index)
+        except (TypeError, ValueError):  # not an image click's [x, y]: a hand-made request
+            return unchanged
+        trace = self.trace_of(record)
+        cell = attention.model_view_cell(x, y, trace) if trace is not None else None
         if cell is None:
-            return gr.Slider(), gr.Slider()
+            return unchanged
         return gr.Slider(value=cell[0]), gr.Slider(value=cell[1])
 
-    @staticmethod
     @needs_engine
-    def gamma_beta(trace: Any, name: str):
-        if trace is None or not name:
+    def gamma_beta(self, record: Any, name: str):
+        if not name:
             return None
+        name = check.text(name, "LayerNorm")
+        trace = self.trace_of(record)
+        if trace is None:
+            return gr.skip()
+        if name not in {stats.name for stats in trace.layernorms}:
+            raise RplnError(f"This run has no LayerNorm called {name!r}.")
         return layernorm.gamma_beta_figure(trace, name)
 
     @staticmethod
     def fill_in(text: str, evt: gr.SelectData, mask_token: str = "<mask>"):
         """Clicking a prediction puts its token in place of that mask in the text."""
         row = evt.row_value
-        if not row or mask_token not in text:
+        if not isinstance(text, str) or not isinstance(row, list) or len(row) < 3 or mask_token not in text:
             return text
-        mask_number, token = int(row[0]), str(row[2])
+        try:
+            mask_number, token = int(row[0]), str(row[2])
+        except (TypeError, ValueError):
+            return text
         if not 1 <= mask_number <= text.count(mask_token):
             return text
         return _fill(text, mask_token, mask_number, token)
@@ -190,21 +273,25 @@ class Handlers:
             return previous, previous
         return name, name
 
-    # --- JSON endpoints for gradio_client: the numbers behind the pictures
+    # --- JSON endpoints for gradio_client: the numbers behind the pictures. app.py gives `model` the UI's
+    # default; nothing is stored, as API callers do not re-draw.
 
     @needs_engine
     def fill_mask_api(self, text: str, model: str, top_k: int = 5) -> dict:
-        result = fill_mask(self.registry.get(model), text, top_k=int(top_k))
+        text, top_k = check.text(text, "text"), check_top_k(top_k, "top_k")
+        result = fill_mask(self.registry.get(model), text, top_k=top_k)
         return {"model": model, "predictions": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
     @needs_engine
     def classify_api(self, text: str, model: str, text_pair: str = "") -> dict:
-        result = classify(self.registry.get(model), text, text_pair or None)
+        text, text_pair = check.text(text, "text"), check.optional_text(text_pair, "text_pair")
+        result = classify(self.registry.get(model), text, text_pair)
         return {"model": model, "labels": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
     @needs_engine
     def answer_api(self, question: str, context: str, model: str, top_k: int = 1) -> dict:
-        result = answer(self.registry.get(model), question, context, top_k=int(top_k))
+        question, context = check.text(question, "question"), check.text(context, "context")
+        result = answer(self.registry.get(model), question, context, top_k=check_top_k(top_k, "top_k"))
         answers = result.to_pipeline()
         return {"model": model, "answers": answers if isinstance(answers, list) else [answers],
                 **trace_summary(result.trace, result.notices)}
@@ -213,8 +300,9 @@ class Handlers:
     def ablate_api(self, text: str, model: str, dims: str = "", controls: int = 3, seed: int = 0) -> dict:
         """Kovaleva et al.'s experiment on this text: `dims` (empty: the model's shared outlier dimensions) switched
         off in every LayerNorm of the encoder, then as many random dimensions, against the intact model."""
+        text, dims = check.text(text, "text"), parse_dims(check.optional_text(dims, "dims") or "")
         loaded = self.registry.get(model)
-        return outlier_ablation(loaded, text, dims=parse_dims(dims), controls=controls, seed=seed).to_dict()
+        return outlier_ablation(loaded, text, dims=dims, controls=controls, seed=seed).to_dict()
 
 
 def _fill(text: str, mask_token: str, mask_number: int, token: str) -> str:

@@ -30,11 +30,11 @@ class InsideValues:
         return [self.values[key] for key in INSIDE_KEYS]
 
 
-def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path = EXPORT_ROOT) -> InsideValues:
+def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None) -> InsideValues:
     """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`)."""
     ln_names = [stats.name for stats in trace.layernorms]
     first_ln = ln_names[1] if len(ln_names) > 1 else ln_names[0]
-    directory = fresh_export_directory(export_root)
+    directory = fresh_export_directory(EXPORT_ROOT if export_root is None else export_root)
     values = {
         "head_view": attention.head_view(trace, layer, head),
         "model_view": attention.model_view(trace),
@@ -55,13 +55,22 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
     return InsideValues(values)
 
 
-def fresh_export_directory(root: Path, kept: int = EXPORTS_KEPT) -> Path:
-    """A new folder under `root` for one request's downloads; the oldest beyond `kept` are removed."""
+def fresh_export_directory(root: Path, kept: int | None = None) -> Path:
+    """A new folder under `root` for one request's downloads; the oldest beyond `kept` (default EXPORTS_KEPT)
+    are removed, so every tab's downloads together hold at most that many requests' files on disk."""
+    kept = EXPORTS_KEPT if kept is None else kept
     root.mkdir(parents=True, exist_ok=True)
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_modified)
     for old in folders[: max(0, len(folders) - kept + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix="export-", dir=root))
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed meanwhile by another request's pruning: the oldest of all
+        return 0.0
 
 
 def table_rows(rows: list[dict]) -> dict[str, list]:

@@ -4,37 +4,73 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rpln_core.errors import RplnError
 
+from . import inputs as check
+
 if TYPE_CHECKING:
     from rpln_core.load import LoadedModel
+
+# A checkpoint that failed to load (corrupt weights, a missing directory, the Hub unreachable) is not tried
+# again for this long: each retry re-read gigabytes for every visitor's click. Short, so a fixed file or a
+# network back up is picked up without a restart.
+FAILURE_MEMORY_S = 60.0
+
+
+def _load_model(name: str) -> LoadedModel:
+    from rpln_core.load import load_model  # torch and transformers load with the first model
+
+    return load_model(name)
 
 
 class ModelRegistry:
     """Loads checkpoints on demand, keeps the most recent few, and enforces public mode's allow-list."""
 
-    def __init__(self, allowed: list[str], public: bool, cache_size: int = 3):
+    def __init__(
+        self,
+        allowed: list[str],
+        public: bool,
+        cache_size: int = 3,
+        loader: Callable[[str], LoadedModel] = _load_model,
+        failure_memory_s: float = FAILURE_MEMORY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.allowed = list(allowed)
         self.public = public
         self.cache_size = max(1, cache_size)
+        self.loader = loader
+        self.failure_memory_s = failure_memory_s
+        self.clock = clock
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._failures: dict[str, tuple[str, float]] = {}  # name -> (message, until when it stands)
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model `name`; raises RplnError with a user-facing message if it cannot be had."""
-        name = (name or "").strip()
+        name = check.model(name)
         if self.public and name not in self.allowed:
             raise RplnError(f"This public app serves only these models: {', '.join(self.allowed)}.")
         with self._lock:  # two users asking for one new model should load it once
             if name in self._cache:
                 self._cache.move_to_end(name)
                 return self._cache[name]
-            from rpln_core.load import load_model  # torch and transformers load with the first model
-
-            model = load_model(name)
+            failure = self._failures.get(name)
+            if failure is not None and self.clock() < failure[1]:
+                raise RplnError(failure[0])
+            try:
+                model = self.loader(name)
+            except RplnError as error:
+                now = self.clock()
+                # forget the expired ones, so that a stream of made-up names cannot grow this
+                self._failures = {key: kept for key, kept in self._failures.items() if now < kept[1]}
+                self._failures[name] = (error.message, now + self.failure_memory_s)
+                raise
+            self._failures.pop(name, None)
             self._cache[name] = model
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

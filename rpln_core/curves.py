@@ -158,7 +158,7 @@ def _json_number(value):
 def load_pair(setting: RunSettings | str, directory: Path = CURVES_DIR) -> tuple[TrainingCurve, TrainingCurve]:
     """(pre-LN, post-LN) curves of a setting or its label; an RplnError if a log is missing or malformed."""
     directory = Path(directory)
-    if isinstance(setting, str):
+    if not isinstance(setting, RunSettings):  # a label; None (no logs to choose from) gets find_setting's message
         setting = find_setting(setting, directory)
     baseline = unigram_loss(directory.parent / "eval")
     pre, post = (load_curve(directory / setting.file_name(arch), baseline) for arch in ("pre-ln", "post-ln"))

@@ -110,17 +110,17 @@ def test_clicking_a_model_view_thumbnail_opens_that_head(page, app_server):
     natural_width, natural_height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     config = load_model(app_server.models["fill-mask"]).config
     layers, heads = config.num_hidden_layers, config.num_attention_heads
-    from viz.attention import GAP, thumbnail_size
+    from viz.attention import Mosaic, thumbnail_size
 
-    cell = thumbnail_size(layers, heads)
-    assert (natural_width, natural_height) == (heads * (cell + GAP), layers * (cell + GAP))
+    mosaic = Mosaic(layers, heads, thumbnail_size(layers, heads))  # where the labels and thumbnails are drawn
+    assert (natural_width, natural_height) == mosaic.size
     # Where the image is drawn inside its element: shrunk to fit (never enlarged) and centred, as Gradio maps clicks.
     box = image.bounding_box()
     scale = min(box["width"] / natural_width, box["height"] / natural_height, 1.0)
     left = (box["width"] - natural_width * scale) / 2
     top = (box["height"] - natural_height * scale) / 2
-    centre = lambda index: (index * (cell + GAP) + cell / 2) * scale  # noqa: E731
-    image.click(position={"x": left + centre(3), "y": top + centre(2)})  # head 3 of layer 2
+    x0, y0, x1, y1 = mosaic.box(2, 3)  # head 3 of layer 2
+    image.click(position={"x": left + (x0 + x1) / 2 * scale, "y": top + (y0 + y1) / 2 * scale})
     sliders = tab.locator("input[type='number']")
     expect(sliders.nth(1)).to_have_value("2", timeout=30_000)  # layer (the first number box is top k)
     expect(sliders.nth(2)).to_have_value("3", timeout=30_000)  # head
