@@ -9,7 +9,7 @@ import torch
 from ..capture import CaptureOptions, Trace
 from ..load import LoadedModel
 from ..tokens import encode
-from .common import captured_pass, require_head
+from .common import captured_pass, one_call_at_a_time, require_head
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ClassificationResult:
         return [asdict(label) for label in self.labels]
 
 
+@one_call_at_a_time
 def classify(
     loaded: LoadedModel, text: str, text_pair: str | None = None, *, options: CaptureOptions | None = None
 ) -> ClassificationResult:

@@ -13,7 +13,7 @@ from ..capture import CaptureOptions, Trace
 from ..errors import RplnError
 from ..load import LoadedModel
 from ..tokens import check_text, encode
-from .common import captured_pass, require_head
+from .common import captured_pass, one_call_at_a_time, require_head
 
 HABITUAL_MASKS = re.compile(r"\[MASK\]|\[mask\]")  # BERT's spelling, typed by habit
 
@@ -45,6 +45,7 @@ class FillMaskResult:
         return rows[0] if len(rows) == 1 else rows
 
 
+@one_call_at_a_time
 def fill_mask(
     loaded: LoadedModel,
     text: str,

@@ -11,7 +11,7 @@ from ..budgets import current
 from ..capture import CaptureOptions, Trace, run_body
 from ..load import LoadedModel
 from ..tokens import Encoded, tokens_from_encoding
-from .common import captured_pass, require_head
+from .common import captured_pass, one_call_at_a_time, require_head
 from .qa_spans import AnswerSpan, Decoding, QAWindows, decode_answers, make_qa_windows
 
 
@@ -34,6 +34,7 @@ class QAResult:
         return rows[0] if len(rows) == 1 else rows
 
 
+@one_call_at_a_time
 def answer(
     loaded: LoadedModel,
     question: str,
