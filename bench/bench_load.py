@@ -134,8 +134,11 @@ def answers_200(url: str) -> bool:
         return False
 
 
-def client_for(server: Server) -> Client:
-    return Client(server.url, verbose=False, download_files=False, analytics_enabled=False)
+def client_for(server: Server, timeout_s: float | None = None) -> Client:
+    """A gradio_client Client; `timeout_s` replaces httpx's default 5 s read timeout (a pause longer than that
+    makes the default client give up with ReadTimeout while the server goes on)."""
+    extra = {"httpx_kwargs": {"timeout": timeout_s}} if timeout_s else {}
+    return Client(server.url, verbose=False, download_files=False, analytics_enabled=False, **extra)
 
 
 # ---------------------------------------------------------------- requests
@@ -365,7 +368,7 @@ def budget_cases(server: Server) -> list[dict]:
 
 
 def stopped_mid_request(server: Server, request: Request, alone: dict[Request, Outcome]) -> dict:
-    client = client_for(server)
+    client = client_for(server, timeout_s=REQUEST_TIMEOUT_S)
     start = time.perf_counter()
     job = client.submit(**dict(request.kwargs), api_name=f"/{request.api_name}")
     time.sleep(0.02)
@@ -379,6 +382,7 @@ def stopped_mid_request(server: Server, request: Request, alone: dict[Request, O
     after = via_queue(client, request)
     client.close()
     return {"fault": "server stopped 5 s mid-request (SIGSTOP/SIGCONT)", "answered": ok,
+            "error": None if ok else str(value)[:300],
             "correct": ok and same(value, alone[request].value), "seconds": round(time.perf_counter() - start, 2),
             "next_request_correct": after.ok and same(after.value, alone[request].value)}
 

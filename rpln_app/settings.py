@@ -47,9 +47,9 @@ class Settings:
     trace_memory_mb: int = 256
     # Gradio keeps every session's copy of the page's component values (~0.8 MB with this page; every page
     # visit is a session) until this many newer sessions push it out; its default of 10,000 let memory grow
-    # by gigabytes. The trace store keeps at most this many traces too. With preln-mini, 40 holds the server
-    # within ~80 MB of its first request however many visitors come. An evicted visitor's views still show;
-    # re-drawing them asks for a new run.
+    # by gigabytes. The trace store keeps at most this many traces too. Measured with preln-mini over 200 fresh
+    # sessions: +74 MB with the page's example text, +140-150 MB with bench_load's 64-token text (the README's
+    # Reliability section). An evicted visitor's views still show; re-drawing them asks for a new run.
     max_sessions: int = 40
     # The app takes no uploads, yet Gradio's upload route is open to anyone: keep what it accepts small.
     max_upload_mb: float = 1.0

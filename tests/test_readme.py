@@ -92,6 +92,8 @@ def test_client_example_runs_against_the_served_app(app_server):
     namespace: dict = {}
     exec(compile(script.replace(README_URL, app_server.url), "README.md (client)", "exec"), namespace)
     assert set(namespace["out"]["predictions"][0]) == {"score", "token", "token_str", "sequence"}
+    # the shortest call takes the page's defaults, as its comment says
+    assert namespace["out"]["model"] == "preln-mini" and len(namespace["out"]["predictions"]) == 5
     assert "resid_pre_norm" in namespace["out"]["layers"][0]
     left, right = namespace["both"]["left"]["residual"], namespace["both"]["right"]["residual"]
     assert left["growth_factor"] == pytest.approx(1.16, abs=0.01) and right["growth_factor"] == pytest.approx(1.0, abs=0.01)
