@@ -75,8 +75,8 @@ class InsidePanel:
         engine's lock keeps a rare re-run correct alongside them."""
         c = self.components
         for slider in (self.layer, self.head):
-            slider.change(user_errors(handlers.head_view), [record, self.layer, self.head], c["head_view"],
-                          api_visibility="private")
+            slider.change(user_errors(handlers.attention_views), [record, self.layer, self.head],
+                          [c["head_view"], c["model_view"]], api_visibility="private")
         c["model_view"].select(user_errors(handlers.model_view_click), [record], [self.layer, self.head],
                                api_visibility="private")
         c["ln_choice"].change(user_errors(handlers.gamma_beta), [record, c["ln_choice"]], c["gamma_beta"],

@@ -214,13 +214,14 @@ class Handlers:
     # typed Any on purpose: Gradio resolves these hints at run time to find the SelectData parameter.
 
     @needs_engine
-    def head_view(self, record: Any, layer: float, head: float):
+    def attention_views(self, record: Any, layer: float, head: float):
+        """The head view of (`layer`, `head`), and the model view with that head framed, as its caption says."""
         trace = self.trace_of(record)
         if trace is None:
-            return gr.skip()
+            return gr.skip(), gr.skip()
         layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
         head = whole_number(head, "Head", 0, trace.num_heads - 1)
-        return attention.head_view(trace, layer, head)
+        return attention.head_view(trace, layer, head), attention.model_view(trace, selected=(layer, head))
 
     @needs_engine
     def model_view_click(self, record: Any, evt: gr.SelectData):

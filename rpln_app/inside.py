@@ -37,7 +37,7 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
     directory = fresh_export_directory(EXPORT_ROOT if export_root is None else export_root)
     values = {
         "head_view": attention.head_view(trace, layer, head),
-        "model_view": attention.model_view(trace),
+        "model_view": attention.model_view(trace, selected=(layer, head)),
         "entropy": attention.entropy_heatmap(trace),
         "rollout": attention.rollout_heatmap(trace),
         "sinks": attention.sinks_figure(trace),

@@ -140,7 +140,7 @@ def test_event_handlers_hints_resolve_so_gradio_can_pass_select_data():
 
     assert typing.get_type_hints(Handlers.model_view_click)["evt"] is gr.SelectData
     assert typing.get_type_hints(Handlers.fill_in)["evt"] is gr.SelectData
-    for handler in (Handlers.head_view, Handlers.gamma_beta):
+    for handler in (Handlers.attention_views, Handlers.gamma_beta):
         typing.get_type_hints(handler)
 
 

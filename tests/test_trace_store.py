@@ -85,7 +85,7 @@ def test_a_session_keeps_a_record_of_a_few_hundred_bytes_not_the_trace(model_dir
 def test_a_slider_after_eviction_runs_the_model_again_and_draws_the_same_figure(model_dir, capsys):
     handlers = handlers_with(model_dir, 2**30)
     *_, record = handlers.fill_mask(model_dir, TEXT, 5)
-    before = handlers.head_view(record, 1, 2).to_json()
+    before, before_mosaic = handlers.attention_views(record, 1, 2)
     before_ln = handlers.gamma_beta(record, "blocks.1.ln2").to_json()
     other = "a dog ran to the <mask> ."
     newer_size = trace_nbytes(fill_mask(handlers.registry.get(model_dir), other).trace)
@@ -94,9 +94,10 @@ def test_a_slider_after_eviction_runs_the_model_again_and_draws_the_same_figure(
     assert record.key not in handlers.traces and len(handlers.traces) == 1
     capsys.readouterr()
 
-    after = handlers.head_view(record, 1, 2).to_json()
+    after, after_mosaic = handlers.attention_views(record, 1, 2)
     assert RECOMPUTED in capsys.readouterr().out  # gr.Info prints outside a Gradio event
-    assert after == before
+    assert after.to_json() == before.to_json()
+    assert after_mosaic.tobytes() == before_mosaic.tobytes()
     assert handlers.gamma_beta(record, "blocks.1.ln2").to_json() == before_ln
 
 
@@ -104,18 +105,29 @@ def test_a_recomputed_trace_is_kept_again_under_the_same_record(model_dir, capsy
     handlers = handlers_with(model_dir, 2**30)
     *_, record = handlers.fill_mask(model_dir, TEXT, 5)
     handlers.traces = TraceStore(2**30)  # everything evicted
-    handlers.head_view(record, 0, 0)
+    handlers.attention_views(record, 0, 0)
     assert record.key in handlers.traces
     capsys.readouterr()
-    handlers.head_view(record, 0, 1)
+    handlers.attention_views(record, 0, 1)
     assert RECOMPUTED not in capsys.readouterr().out
+
+
+def test_moving_the_sliders_frames_that_head_in_the_model_view(model_dir):
+    from viz import attention
+
+    handlers = handlers_with(model_dir, 2**30)
+    *_, record = handlers.fill_mask(model_dir, TEXT, 5)
+    _, mosaic = handlers.attention_views(record, 1, 2)
+    trace = handlers.traces.get(record.key)
+    assert mosaic.tobytes() == attention.model_view(trace, selected=(1, 2)).tobytes()
+    assert mosaic.tobytes() != attention.model_view(trace).tobytes()
 
 
 def test_re_drawing_with_no_run_says_so_and_changes_nothing(model_dir, capsys):
     import gradio as gr
 
     handlers = handlers_with(model_dir, 2**30)
-    assert handlers.head_view(None, 0, 0) == gr.skip()
+    assert handlers.attention_views(None, 0, 0) == (gr.skip(), gr.skip())
     assert NO_RUN in capsys.readouterr().out
 
 
