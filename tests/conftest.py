@@ -18,6 +18,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=66, initializer_range=0.2)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Other jobs share this machine's two cores: a module that asks for this takes one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return synthetic.build_tokenizer()

@@ -29,8 +29,8 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("bertviz", reason="bertviz is not installed (pip install bertviz==1.4.1)")
 
-from rpln_core import classify, fill_mask  # noqa: E402
-from test_bertviz_views import HOSTILE, hostile_trace, with_queries_and_keys  # noqa: E402
+from rpln_core import fill_mask  # noqa: E402
+from test_bertviz_views import HOSTILE, hostile_trace, mlm, pair, with_queries_and_keys  # noqa: E402,F401 - fixtures
 from viz import bertviz_views as bv  # noqa: E402
 
 LOCAL_SCHEMES = {"file", "data", "about"}
@@ -80,18 +80,6 @@ def offline(browser, tmp_path, request):
         tab.screenshot(path=str(ARTIFACTS / f"bertviz-{request.node.name}-{index}.png"))  # for review of a failure
         assert (tab.left, tab.errors, tab.dialogs) == ([], [], []), "a request left, a script failed or a dialog opened"
         tab.close()
-
-
-@pytest.fixture(scope="module")
-def mlm(loaded):
-    model = loaded("pre-ln")
-    return with_queries_and_keys(model, fill_mask(model, "The cat sat on the <mask> near the dog.").trace)
-
-
-@pytest.fixture(scope="module")
-def pair(loaded):
-    model = loaded("pre-ln", "classification")
-    return with_queries_and_keys(model, classify(model, "A good movie.", "I laughed a lot.").trace)
 
 
 def drawn(tab, selector="#vis svg line"):

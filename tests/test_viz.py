@@ -31,13 +31,7 @@ ESCAPED_SCRIPT = "&lt;script&gt;alert(2)&lt;/script&gt;"
 QA_CONTEXT = "Paris is the capital of France, and Berlin is the capital of Germany."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Other jobs share this machine's two cores: these tests take one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

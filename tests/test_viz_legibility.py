@@ -4,14 +4,12 @@ whitespace tokens shown, and one name for each layer and stream point."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-import torch
 
 import rpln_core
 from rpln_core import compare as comparing
@@ -19,22 +17,19 @@ from rpln_core import fill_mask
 from rpln_core.ablation import outlier_ablation
 from rpln_core.curves import load_pair
 from rpln_core.init_report import run_init_experiment
-from viz import attention, compare, curves, init_figures, layernorm, lens, residual, tasks
+from viz import attention, compare, curves, init_figures, lens, residual, tasks
 from viz.ablation import ablation_figure
 from viz.attention import GAP, GAP_COLOUR, MARK_COLOUR, Mosaic
 from viz.layout import log_tick_values, value_axis
 from viz.names import LAYER_AXIS
 from viz.text import token_label, visible_token
 
+from test_viz import every_figure, strings_in  # noqa: E402
+
 TEXT = "The capital of France is <mask>."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +48,12 @@ def experiment():
 @pytest.fixture(scope="module")
 def figures(bundled, experiment, loaded) -> dict[str, go.Figure]:
     """Every plotly figure of viz/, drawn from real results, keyed by the function that drew it."""
-    trace = bundled["pre"].trace
     comparison = bundled["comparison"]
     pre_curve, post_curve = load_pair("no warm-up, lr 2e-3")
     ablation = outlier_ablation(loaded("pre-ln"), "The cat sat on the <mask>.", dims=[1, 2], controls=2)
 
     return {
-        "head_view": attention.head_view(trace, 1, 2),
-        "entropy_heatmap": attention.entropy_heatmap(trace),
-        "rollout_heatmap": attention.rollout_heatmap(trace),
-        "sinks_figure": attention.sinks_figure(trace),
-        "scale_heatmap": layernorm.scale_heatmap(trace),
-        "gamma_beta_figure": layernorm.gamma_beta_figure(trace, "blocks.0.ln1"),
-        "abs_input_heatmap": layernorm.abs_input_heatmap(trace),
-        "norm_figure": residual.norm_figure(trace),
-        "sublayer_figure": residual.sublayer_figure(trace),
-        "massive_figure": residual.massive_figure(trace),
-        "lens_figure": lens.lens_figure(trace),
+        **every_figure(bundled["pre"]),  # the trace figures, as test_viz draws them
         "fill_mask_figure": tasks.fill_mask_figure(bundled["pre"]),
         "residual_comparison_figure": compare.residual_comparison_figure(comparison),
         "layernorm_scale_figure": compare.layernorm_scale_figure(comparison),
@@ -81,23 +65,6 @@ def figures(bundled, experiment, loaded) -> dict[str, go.Figure]:
         "gradient_curves_figure": curves.gradient_curves_figure(pre_curve, post_curve, 0),
         "ablation_figure": ablation_figure([ablation]),
     }
-
-
-def strings_in(figure: go.Figure) -> list[str]:
-    found = []
-
-    def walk(value):
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(json.loads(figure.to_json()))
-    return found
 
 
 def axes(figure: go.Figure) -> dict[str, go.layout.XAxis | go.layout.YAxis]:
