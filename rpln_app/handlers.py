@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from rpln_core.budgets import check_top_k
-from rpln_core.checks import whole_number
+from rpln_core.checks import check_flag, whole_number
 from rpln_core.errors import RplnError
 
 from . import inputs as check
@@ -32,10 +32,9 @@ def import_engine() -> None:
     Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
     """
     global analysis, answer, classify, fill_mask, attention, layernorm, tasks
-    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims, check_flag
+    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims
     from rpln_core import analysis, answer, classify, fill_mask  # noqa: F401
     from rpln_core.ablation import outlier_ablation, parse_dims  # noqa: F401
-    from rpln_core.tasks.qa_spans import check_flag  # noqa: F401
     from viz import attention, layernorm, tasks  # noqa: F401
 
     from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .errors import RplnError
 
 MAX_SEED = 2**31 - 1  # torch.Generator().manual_seed accepts this on every platform
@@ -20,3 +22,10 @@ def whole_number(value, what: str, low: int, high: int) -> int:
     if not whole:
         raise RplnError(f"{what} must be a whole number from {low} to {high}; got {value!r}.")
     return int(value)
+
+
+def check_flag(value, what: str) -> bool:
+    """`value` if it is a real True/False: "False" or 0 from a form would otherwise read as a choice."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise RplnError(f"{what} must be True or False; got {value!r}.")
+    return bool(value)

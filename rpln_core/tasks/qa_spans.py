@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from ..budgets import check_length, check_top_k, current
-from ..checks import whole_number
+from ..checks import check_flag, whole_number
 from ..errors import RplnError
 from ..tokens import check_text
 
@@ -126,13 +126,6 @@ class Decoding:
     def candidates_per_window(self) -> int:
         # 4.x asked each window for more pairs than top_k when aligning, as several pairs widen to the same words.
         return self.top_k * 2 + 10 if self.align_to_words else self.top_k
-
-
-def check_flag(value, what: str) -> bool:
-    """`value` if it is a real True/False: "False" or 0 from a form would otherwise read as a choice."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise RplnError(f"{what} must be True or False; got {value!r}.")
-    return bool(value)
 
 
 def make_qa_windows(
