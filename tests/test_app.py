@@ -57,7 +57,7 @@ def test_answer_endpoint_returns_spans_of_the_context(client, models):
 
 
 def test_the_tabs_examples_give_sensible_results_with_the_bundled_models(client, models):
-    from app import EXAMPLES
+    from rpln_app.ui.task_tabs import EXAMPLES
 
     def top5(text: str) -> list[list[str]]:
         served = client.predict(text=text, model=models["fill-mask"], top_k=5, api_name="/fill_mask")

@@ -1,0 +1,75 @@
+"""The inside-the-model panel that every task tab shows under its result: its layout and its re-drawing events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from ..handlers import Handlers, user_errors
+from ..keys import INSIDE_KEYS
+from .widgets import captioned, plot
+
+@dataclass
+class InsidePanel:
+    """The components of the inside-the-model views of one tab."""
+
+    layer: gr.Slider
+    head: gr.Slider
+    components: dict[str, gr.components.Component] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list:
+        return [self.layer, self.head] + [self.components[key] for key in INSIDE_KEYS]
+
+    def wire(self, handlers: Handlers, record: gr.State) -> None:
+        """Events that re-draw from the run's stored trace (running the model again only if it was evicted).
+
+        Not in the model's concurrency group: a slider should not wait behind other visitors' runs, and the
+        engine's lock keeps a rare re-run correct alongside them."""
+        c = self.components
+        for slider in (self.layer, self.head):
+            slider.change(user_errors(handlers.attention_views), [record, self.layer, self.head],
+                          [c["head_view"], c["model_view"]], api_visibility="private")
+        c["model_view"].select(user_errors(handlers.model_view_click), [record], [self.layer, self.head],
+                               api_visibility="private")
+        c["ln_choice"].change(user_errors(handlers.gamma_beta), [record, c["ln_choice"]], c["gamma_beta"],
+                              api_visibility="private")
+
+
+def inside_panel() -> InsidePanel:
+    """Lay out the views of what happened inside the model; values come from rpln_app.inside."""
+    with gr.Tabs():
+        with gr.Tab("Attention"):
+            with gr.Row():
+                layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+                head = gr.Slider(0, 1, value=0, step=1, label="Head")
+            with gr.Row():
+                head_view = plot("Head view", "head_view")
+                with gr.Column():
+                    model_view = captioned(
+                        gr.Image(label="Model view: click a head", type="pil", interactive=False, height=420,
+                                 format="png", buttons=["download"]),
+                        "model_view",
+                    )
+            with gr.Row():
+                entropy = plot("Attention entropy", "entropy_heatmap")
+                rollout = plot("Attention rollout", "rollout_heatmap")
+            sinks = plot("Attention sinks", "sinks_figure")
+        with gr.Tab("LayerNorm"):
+            ln_scale = plot("1/σ per LayerNorm and token", "scale_heatmap")
+            ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False), "stats_table")
+            ln_choice = gr.Dropdown(label="LayerNorm", choices=[], interactive=True)
+            gamma_beta = plot("γ and β", "gamma_beta_figure")
+            abs_input = plot("|input| per dimension", "abs_input_heatmap")
+        with gr.Tab("Residual stream"):
+            resid_norm = plot("Residual norm per layer", "norm_figure")
+            sublayer = plot("Sublayer outputs", "sublayer_figure")
+            massive = plot("Massive activations", "massive_figure")
+        with gr.Tab("Logit lens"):
+            lens = plot("Logit lens", "lens_figure")
+        with gr.Tab("Export"):
+            exports = gr.File(label="Statistics as CSV and JSON", file_count="multiple", interactive=False)
+    panel = InsidePanel(layer, head)
+    panel.components = {key: value for key, value in locals().items() if key in INSIDE_KEYS}
+    return panel
