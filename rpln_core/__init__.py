@@ -28,6 +28,14 @@ _HOMES = {
     "fill_mask": "tasks.fill_mask",
     "QAResult": "tasks.qa",
     "answer": "tasks.qa",
+    "TagResult": "tasks.tag",
+    "tag": "tasks.tag",
+    "ChoiceResult": "tasks.choice",
+    "choose": "tasks.choice",
+    "GenerationResult": "tasks.generate",
+    "GenerationRun": "tasks.generate",
+    "generate": "tasks.generate",
+    "generate_steps": "tasks.generate",
 }
 
 __all__ = sorted(_HOMES)

@@ -26,6 +26,12 @@ class Budgets:
     window_batch: int = 8  # QA windows per batched pass: memory stays that of 8 windows for any context
     max_top_k: int = 100  # predictions per mask, answers per question, lens candidates: more is a table nobody reads
     max_masks: int = 10  # masks in one fill-mask text: each adds a full prediction table
+    # Tokens one generation may add: each is a model pass (with a cache of what came before), and the final sequence
+    # gets one more, traced. 64 is a paragraph; a tiny or bundled model rarely stays coherent that long anyway.
+    max_new_tokens: int = 64
+    # Choices one multiple-choice question may have: each is a traced pass, so memory grows with them (the traces of
+    # all of them are kept for the inside views). 8 covers SWAG (4) and RACE (4) with room.
+    max_choices: int = 8
 
 
 _current = Budgets()

@@ -154,13 +154,13 @@ LAYERNORM_SITES = {
         (r"encoder\.layer\.(\d+)\.attention\.LayerNorm", "blocks.{}.ln1", "before attention"),
         (r"encoder\.layer\.(\d+)\.intermediate\.LayerNorm", "blocks.{}.ln2", "before the feed-forward"),
         (r"LayerNorm", "ln_final", "after the last layer"),
-        (r"lm_head\.layer_norm", "lm_head.ln", "inside the MLM head"),
+        (r"lm_head\.layer_norm", "lm_head.ln", "inside the LM head"),
     ],
     "post-ln": [
         (r"embeddings\.LayerNorm", "embed.ln", "after the embeddings"),
         (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm", "blocks.{}.ln1", "after attention + residual"),
         (r"encoder\.layer\.(\d+)\.output\.LayerNorm", "blocks.{}.ln2", "after feed-forward + residual"),
-        (r"lm_head\.layer_norm", "lm_head.ln", "inside the MLM head"),
+        (r"lm_head\.layer_norm", "lm_head.ln", "inside the LM head"),
     ],
 }
 

@@ -60,7 +60,7 @@ def run_one(loaded: LoadedModel, text: str, top_k: int) -> ComparedModel:
     has_mask = loaded.tokenizer.mask_token in normalise_masks(text, loaded.tokenizer.mask_token)[0]
     notices = []
     result = None
-    if has_mask and loaded.lm_head is not None and loaded.head_is_trained("lm_head"):
+    if has_mask and loaded.has_trained_head("mlm"):
         result = fill_mask(loaded, text, top_k=top_k)
         trace = result.trace
     else:

@@ -2,7 +2,8 @@
 
 `trace_frames(trace)` gives "tokens", "layers", "layernorms" and "residual"; "attention" (layers · heads · tokens²
 rows) and "queries" / "keys" (layers · tokens · hidden rows) only when asked. `result_frame(result)` gives the
-predictions of fill_mask, the labels of classify or the answers of answer, with the pipelines' field names.
+predictions of fill_mask, the labels of classify, the answers of answer, the entities of tag, the choices of choose
+or the steps of generate, with the pipelines' field names where a pipeline exists.
 Layers count from 0 (`layer` l is `blocks.{l}`), positions index `trace.tokens`. Values are the trace's own:
 statistics float32, attention weights, queries and keys their stored values widened to float32.
 
@@ -21,9 +22,12 @@ from torch import Tensor
 from . import analysis
 from .capture import Trace
 from .errors import RplnError
+from .tasks.choice import ChoiceResult
 from .tasks.classify import ClassificationResult
 from .tasks.fill_mask import FillMaskResult
+from .tasks.generate import GenerationResult
 from .tasks.qa import QAResult
+from .tasks.tag import TagResult
 
 # Where each norm of the "residual" frame is taken, in the order a layer computes them: the stream entering the
 # layer, what attention adds, the stream between the branches, what the feed-forward adds, the layer's output.
@@ -195,15 +199,55 @@ def answers_frame(result: QAResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def entities_frame(result: TagResult) -> pd.DataFrame:
+    """One row per entity in text order, with the pipeline's columns: entity, score, index, word, start, end for
+    aggregation "none"; entity_group, score, word, start, end otherwise."""
+    if result.aggregation_strategy == "none":
+        columns = ["entity", "score", "index", "word", "start", "end"]
+    else:
+        columns = ["entity_group", "score", "word", "start", "end"]
+    return pd.DataFrame(result.to_pipeline(), columns=columns)
+
+
+def choices_frame(result: ChoiceResult) -> pd.DataFrame:
+    """One row per choice in the order given: index (0-based, as in result.choices and result.traces), choice,
+    score, logit, rank (1 is best)."""
+    rank_of = {id(choice): rank for rank, choice in enumerate(result.ranked(), start=1)}
+    rows = [{"index": index, "choice": choice.choice, "score": choice.score, "logit": choice.logit,
+             "rank": rank_of[id(choice)]} for index, choice in enumerate(result.choices)]
+    return pd.DataFrame(rows, columns=["index", "choice", "score", "logit", "rank"])
+
+
+def generation_frame(result: GenerationResult) -> pd.DataFrame:
+    """One row per step and candidate: step (0-based), position (of the generated token), generated (its text),
+    generated_probability, then the candidate's rank (1 is best), token (id), token_str and probability. The
+    probabilities are the model's own, before temperature, top-k and top-p."""
+    columns = ["step", "position", "generated", "generated_probability", "rank", "token", "token_str", "probability"]
+    rows = [
+        {"step": number, "position": step.position, "generated": step.token_str,
+         "generated_probability": step.probability, "rank": rank, "token": candidate.token,
+         "token_str": candidate.token_str, "probability": candidate.probability}
+        for number, step in enumerate(result.steps)
+        for rank, candidate in enumerate(step.candidates, start=1)
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
 RESULT_FRAMES: dict[type, Callable[..., pd.DataFrame]] = {
     FillMaskResult: predictions_frame,
     ClassificationResult: labels_frame,
     QAResult: answers_frame,
+    TagResult: entities_frame,
+    ChoiceResult: choices_frame,
+    GenerationResult: generation_frame,
 }
 
 
-def result_frame(result: FillMaskResult | ClassificationResult | QAResult) -> pd.DataFrame:
-    """The task's output as a frame: fill-mask predictions, classification labels or QA answers."""
+def result_frame(
+    result: FillMaskResult | ClassificationResult | QAResult | TagResult | ChoiceResult | GenerationResult,
+) -> pd.DataFrame:
+    """The task's output as a frame: fill-mask predictions, classification labels, QA answers, tagged entities,
+    scored choices or generation steps with their candidates."""
     frame = RESULT_FRAMES.get(type(result))
     if frame is None:
         raise RplnError(f"There is no frame for a {type(result).__name__}; pass the result of a task function.")

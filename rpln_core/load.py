@@ -34,19 +34,56 @@ from .catalog import BUNDLED_DIR, HUB_PRESETS, bundled_models  # noqa: F401 - re
 from .errors import RplnError
 
 Architecture = Literal["pre-ln", "post-ln"]
-Task = Literal["mlm", "classification", "qa", "base"]
+Task = Literal["mlm", "classification", "qa", "token-classification", "multiple-choice", "causal-lm", "base"]
 
 MODEL_TYPES: dict[str, Architecture] = {"roberta-prelayernorm": "pre-ln", "roberta": "post-ln"}
 
-# Only these heads are understood; anything else (causal LM, token classification, ...) is refused.
+# The seven classes transformers defines on the encoder (the same suffixes for both placements); any other head is
+# refused.
 ARCHITECTURE_TASKS: dict[str, Task] = {
     "ForMaskedLM": "mlm",
     "ForSequenceClassification": "classification",
     "ForQuestionAnswering": "qa",
+    "ForTokenClassification": "token-classification",
+    "ForMultipleChoice": "multiple-choice",
+    "ForCausalLM": "causal-lm",
     "Model": "base",
 }
 TASK_SUFFIX = {task: suffix for suffix, task in ARCHITECTURE_TASKS.items()}
 CLASS_PREFIX: dict[Architecture, str] = {"pre-ln": "RobertaPreLayerNorm", "post-ln": "Roberta"}
+
+# The modules that make each task's head, as paths in the model ("pooler" is in the encoder: `<body>.pooler`). A head is
+# known by the checkpoint's task, never by its attribute name alone: sequence and token classification both call
+# theirs `classifier` (a token classifier is one Linear read at every position), masked and causal LM both `lm_head`.
+# Multiple choice reads the pooler too, which every other task leaves unused.
+TASK_HEAD_MODULES: dict[Task, tuple[str, ...]] = {
+    "mlm": ("lm_head",),
+    "classification": ("classifier",),
+    "qa": ("qa_outputs",),
+    "token-classification": ("classifier",),
+    "multiple-choice": ("pooler", "classifier"),
+    "causal-lm": ("lm_head",),
+    "base": (),
+}
+
+# How messages and docs name each task, and the engine function that runs it.
+TASK_WORDS: dict[Task, str] = {
+    "mlm": "fill-mask",
+    "classification": "classification",
+    "qa": "question answering",
+    "token-classification": "token classification",
+    "multiple-choice": "multiple choice",
+    "causal-lm": "text generation",
+    "base": "bare encoder",
+}
+TASK_FUNCTIONS: dict[Task, str] = {
+    "mlm": "fill_mask",
+    "classification": "classify",
+    "qa": "answer",
+    "token-classification": "tag",
+    "multiple-choice": "choose",
+    "causal-lm": "generate",
+}
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 HUB_FILES = [
@@ -85,9 +122,12 @@ class LoadedModel:
     task: Task
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    # Parameters the checkpoint lacked, so they hold random init. Only a head's (or the unused pooler's): a
-    # checkpoint missing any embedding or encoder weight is refused at load.
+    # Parameters the checkpoint lacked, so they hold random init. Only a head's (or the pooler's, which only multiple
+    # choice reads): a checkpoint missing any embedding or encoder weight is refused at load.
     missing_weights: tuple[str, ...] = ()
+    # What a reader should know about how the checkpoint was loaded (e.g. a causal LM whose config.json did not say
+    # it is a decoder); every task result repeats them.
+    notices: tuple[str, ...] = ()
     # Held by every pass through `model`: capture and ablation hooks sit on the shared modules, so a second pass
     # running meanwhile would fire them (or be changed by them). Re-entrant: an ablation runs captured passes.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -113,11 +153,28 @@ class LoadedModel:
     def qa_outputs(self) -> nn.Module | None:
         return getattr(self.model, "qa_outputs", None)
 
+    @property
+    def pooler(self) -> nn.Module | None:
+        """The encoder's pooler (dense + tanh on <s>): only the multiple-choice head reads it."""
+        return getattr(self.body, "pooler", None)
+
     def head_is_trained(self, head: str) -> bool:
-        """Whether the checkpoint has the weights of `head` ("lm_head", "classifier", "qa_outputs")."""
-        if getattr(self.model, head, None) is None:
-            return False
-        return not any(key.startswith(head + ".") for key in self.missing_weights)
+        """Whether the checkpoint has the weights of `head` ("lm_head", "classifier", "qa_outputs", "pooler").
+
+        Says nothing of what the head was trained for: see `has_trained_head(task)`."""
+        if head == "pooler":
+            if self.pooler is None:
+                return False
+            path = "pooler" if self.task == "base" else f"{self.model.base_model_prefix}.pooler"
+        else:
+            if getattr(self.model, head, None) is None:
+                return False
+            path = head
+        return not any(key.startswith(path + ".") for key in self.missing_weights)
+
+    def has_trained_head(self, task: Task) -> bool:
+        """Whether this checkpoint was saved for `task` with every weight of that task's head."""
+        return self.task == task and all(self.head_is_trained(head) for head in TASK_HEAD_MODULES[task])
 
     @property
     def max_tokens(self) -> int:
@@ -159,10 +216,12 @@ def load_directory(
     weights = find_weights(directory, name)
     check_weights_readable(weights, name)
     model_class = getattr(__import__("transformers"), CLASS_PREFIX[architecture] + TASK_SUFFIX[task])
+    overrides, notices = decoder_settings(directory, name, task)
     hf_logging.disable_progress_bar()  # a server log is no place for per-load progress bars
     try:
         model, loading_info = model_class.from_pretrained(
             directory,
+            **overrides,
             output_loading_info=True,
             attn_implementation="eager",  # sdpa returns no attention weights: the explorer needs them
             dtype=dtype,
@@ -182,7 +241,24 @@ def load_directory(
         raise RplnError(f"Could not load '{name}': {without_paths(str(error), directory, name)}") from error
     missing = check_complete(model, loading_info, name)
     check_tokenizer(tokenizer, model.config.vocab_size, name)
-    return LoadedModel(name, source, architecture, task, model.to(device).eval(), tokenizer, missing)
+    return LoadedModel(name, source, architecture, task, model.to(device).eval(), tokenizer, missing, notices)
+
+
+def decoder_settings(directory: Path, name: str, task: Task) -> tuple[dict, tuple[str, ...]]:
+    """Config overrides for `from_pretrained`, and notices: a causal LM always runs as a decoder.
+
+    transformers builds a ...ForCausalLM whose config lacks `is_decoder=True` with bidirectional attention (it only
+    warns), so each position would see the tokens after it and generation would not be what the head was trained
+    for. Such a config is read as the class name says, with a notice; other tasks load as saved."""
+    if task != "causal-lm":
+        return {}, ()
+    if json.loads((directory / "config.json").read_text()).get("is_decoder") is True:
+        return {}, ()
+    return {"is_decoder": True}, (
+        f"The config.json of '{name}' does not set is_decoder=true, yet names a causal LM head: it was loaded as a "
+        "decoder (each position attends only to itself and earlier positions), as transformers asks for "
+        "standalone use. Add \"is_decoder\": true to its config.json to say so.",
+    )
 
 
 def read_architecture(directory: Path, name: str | None = None) -> tuple[Architecture, Task]:
@@ -212,7 +288,8 @@ def read_architecture(directory: Path, name: str | None = None) -> tuple[Archite
             return architecture, ARCHITECTURE_TASKS[suffix]
     raise RplnError(
         f"'{name}' has head {config.get('architectures')}; supported: masked LM, "
-        "sequence classification, question answering."
+        "sequence classification, question answering, token classification, multiple choice, causal LM "
+        f"({', '.join(prefix + suffix for suffix in ARCHITECTURE_TASKS)})."
     )
 
 
@@ -316,7 +393,7 @@ def check_complete(model: PreTrainedModel, loading_info: dict, name: str) -> tup
     """Refuse a model whose weights do not fit its config or lack any part of the encoder; return what is missing.
 
     A missing head is let through (the encoder is still worth looking inside): `require_head` refuses to
-    present its output. Returns the missing parameter names, which then belong to a head or the unused pooler."""
+    present its output. Returns the missing parameter names, which then belong to a head or the pooler."""
     mismatched = sorted(loading_info.get("mismatched_keys") or ())
     if mismatched:
         raise RplnError(shape_mismatch_message(name, mismatched))
@@ -340,7 +417,7 @@ def check_complete(model: PreTrainedModel, loading_info: dict, name: str) -> tup
 
 def body_part(key: str, prefix: str) -> str | None:
     """Which part of the encoder parameter `key` belongs to ("embeddings", "layer 3", "final LayerNorm"); None
-    for a head or the pooler, which no task reads."""
+    for a head or the pooler, which only multiple choice reads."""
     if not key.startswith(prefix):
         return None
     key = key[len(prefix) :]
@@ -463,7 +540,9 @@ def hub_reachable(timeout: float = HUB_REACH_TIMEOUT_S) -> bool:
 
 
 def random_model(architecture: Architecture, task: Task, tokenizer, seed: int = 0, **config_kwargs) -> LoadedModel:
-    """A freshly initialised model wrapped like a loaded one: for tests, benchmarks and init experiments."""
+    """A freshly initialised model wrapped like a loaded one: for tests, benchmarks and init experiments.
+
+    Any task of ARCHITECTURE_TASKS; a causal LM is built as a decoder (synthetic.build_model)."""
     config = synthetic.build_config(architecture, len(tokenizer), **config_kwargs)
     model = synthetic.build_model(architecture, task, config, seed=seed)
     return LoadedModel(f"random {architecture} (seed {seed})", "local", architecture, task, model, tokenizer)

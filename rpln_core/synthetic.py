@@ -6,6 +6,7 @@ that exist without any download; everything here is deterministic for a given se
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Iterable, Literal
@@ -15,19 +16,27 @@ from tokenizers import AddedToken, ByteLevelBPETokenizer
 from transformers import (
     PreTrainedModel,
     RobertaConfig,
+    RobertaForCausalLM,
     RobertaForMaskedLM,
+    RobertaForMultipleChoice,
     RobertaForQuestionAnswering,
     RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
     RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForCausalLM,
     RobertaPreLayerNormForMaskedLM,
+    RobertaPreLayerNormForMultipleChoice,
     RobertaPreLayerNormForQuestionAnswering,
     RobertaPreLayerNormForSequenceClassification,
+    RobertaPreLayerNormForTokenClassification,
+    RobertaPreLayerNormModel,
     RobertaTokenizer,
 )
 from transformers.utils import logging as hf_logging
 
 Architecture = Literal["pre-ln", "post-ln"]
-Task = Literal["mlm", "classification", "qa"]
+Task = Literal["mlm", "classification", "qa", "token-classification", "multiple-choice", "causal-lm", "base"]
 
 # RoBERTa's special-token layout: the Hub checkpoints and our bundled models share it.
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -49,6 +58,14 @@ MODEL_CLASSES: dict[tuple[Architecture, Task], type[PreTrainedModel]] = {
     ("post-ln", "mlm"): RobertaForMaskedLM,
     ("post-ln", "classification"): RobertaForSequenceClassification,
     ("post-ln", "qa"): RobertaForQuestionAnswering,
+    ("pre-ln", "token-classification"): RobertaPreLayerNormForTokenClassification,
+    ("pre-ln", "multiple-choice"): RobertaPreLayerNormForMultipleChoice,
+    ("pre-ln", "causal-lm"): RobertaPreLayerNormForCausalLM,
+    ("pre-ln", "base"): RobertaPreLayerNormModel,
+    ("post-ln", "token-classification"): RobertaForTokenClassification,
+    ("post-ln", "multiple-choice"): RobertaForMultipleChoice,
+    ("post-ln", "causal-lm"): RobertaForCausalLM,
+    ("post-ln", "base"): RobertaModel,
 }
 
 # The shape of andreasmadsen/efficient_mlm_m0.40 (RoBERTa-large), for benchmarks on random weights.
@@ -122,7 +139,13 @@ def build_model(
     config: RobertaConfig | RobertaPreLayerNormConfig,
     seed: int = 0,
 ) -> PreTrainedModel:
-    """A freshly initialised model (HF's own init) for `task`, in eval mode, reproducible by seed."""
+    """A freshly initialised model (HF's own init) for `task`, in eval mode, reproducible by seed.
+
+    A causal LM is built as a decoder (`is_decoder=True`, causal attention) on a copy of `config`: without it
+    transformers builds one that attends both ways."""
+    if task == "causal-lm" and not config.is_decoder:
+        config = copy.deepcopy(config)
+        config.is_decoder = True
     torch.manual_seed(seed)
     model = MODEL_CLASSES[(architecture, task)](config)
     return model.eval()

@@ -58,13 +58,13 @@ def test_a_bert_checkpoint_is_refused_as_the_wrong_architecture(tmp_path, tokeni
 def test_an_unsupported_head_is_refused(checkpoint_dir, tmp_path):
     import shutil
 
-    shutil.copytree(checkpoint_dir("post-ln"), tmp_path / "ner")
-    config_file = tmp_path / "ner" / "config.json"
+    shutil.copytree(checkpoint_dir("post-ln"), tmp_path / "pretraining")
+    config_file = tmp_path / "pretraining" / "config.json"
     config = json.loads(config_file.read_text())
-    config["architectures"] = ["RobertaForTokenClassification"]
+    config["architectures"] = ["RobertaForPreTraining"]  # BERT's name for a head RoBERTa does not have
     config_file.write_text(json.dumps(config))
     with pytest.raises(RplnError, match="supported: masked LM"):
-        load_model(str(tmp_path / "ner"))
+        load_model(str(tmp_path / "pretraining"))
 
 
 def test_an_unreachable_hub_fails_fast_and_names_the_bundled_models(monkeypatch, tmp_path):

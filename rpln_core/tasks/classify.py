@@ -37,7 +37,7 @@ def classify(
     loaded: LoadedModel, text: str, text_pair: str | None = None, *, options: CaptureOptions | None = None
 ) -> ClassificationResult:
     """Classify `text` (or the pair `text`, `text_pair`) with the checkpoint's trained head."""
-    require_head(loaded, "classifier")
+    require_head(loaded, "classification")
     encoded = encode(loaded.tokenizer, text, text_pair, max_tokens=loaded.max_tokens)
     logits, trace = captured_pass(loaded, encoded, loaded.classifier, options=options)
     logits = logits[0].float()

@@ -11,8 +11,8 @@ from torch import Tensor
 from ..capture import Capture, CaptureOptions, Trace, run_body
 from ..catalog import model_card
 from ..errors import RplnError
-from ..load import LoadedModel
-from ..tokens import Encoded
+from ..load import TASK_FUNCTIONS, TASK_HEAD_MODULES, TASK_WORDS, LoadedModel, Task
+from ..tokens import Encoded, Tokens
 
 TaskFunction = TypeVar("TaskFunction", bound=Callable)
 
@@ -33,22 +33,26 @@ def one_call_at_a_time(task: TaskFunction) -> TaskFunction:
     return wrapper  # type: ignore[return-value]
 
 
-HEAD_TASKS = {"lm_head": "fill-mask", "classifier": "classification", "qa_outputs": "question answering"}
+def require_head(loaded: LoadedModel, task: Task) -> None:
+    """Refuse to present the output of another task's head, or of a missing or randomly initialised one, as a
+    prediction for `task`.
 
-
-def require_head(loaded: LoadedModel, head: str) -> None:
-    """Refuse to present a missing or randomly initialised head's output as a prediction."""
-    task = HEAD_TASKS[head]
-    if getattr(loaded.model, head, None) is None:
+    By the checkpoint's task, not by attribute: a token classifier's `classifier` is no sequence classifier, and a
+    causal LM's `lm_head` never learned to fill masks."""
+    words = TASK_WORDS[task]
+    if loaded.task != task:
+        own = TASK_FUNCTIONS.get(loaded.task)
+        hint = f" This one is for {TASK_WORDS[loaded.task]}: run it with {own}." if own else ""
         raise RplnError(
-            f"'{loaded.name}' is a {loaded.task} checkpoint with no {task} head; "
-            f"choose a checkpoint trained for {task}."
+            f"'{loaded.name}' is a {TASK_WORDS[loaded.task]} checkpoint with no {words} head; "
+            f"choose a checkpoint trained for {words}.{hint}"
         )
-    if not loaded.head_is_trained(head):
+    if not loaded.has_trained_head(task):
+        untrained = " and ".join(h for h in TASK_HEAD_MODULES[task] if not loaded.head_is_trained(h))
         raise RplnError(
-            f"'{loaded.name}' has an untrained {task} head: the checkpoint's encoder is complete, but the weights "
-            f"of its {head} are not in it, so its {task} output would be random. Choose a checkpoint saved with a "
-            f"trained {task} head."
+            f"'{loaded.name}' has an untrained {words} head: the checkpoint's encoder is complete, but the weights "
+            f"of its {untrained} are not in it, so its {words} output would be random. Choose a checkpoint saved "
+            f"with a trained {words} head."
         )
 
 
@@ -79,4 +83,10 @@ def input_notices(loaded: LoadedModel, tokens: int) -> list[str]:
     its training length (an efficient_mlm model has 514 position embeddings and learned 128 of them)."""
     card = model_card(loaded.name)
     notice = card.length_notice(tokens) if card is not None else None
-    return [notice] if notice else []
+    return list(loaded.notices) + ([notice] if notice else [])
+
+
+def first_tokens(tokens: Tokens, length: int) -> Tokens:
+    """The first `length` tokens of `tokens` (e.g. a window without its padding), every column cut alike."""
+    columns = ("ids", "strings", "offsets", "special", "segments")
+    return Tokens(*(getattr(tokens, column)[:length] for column in columns))

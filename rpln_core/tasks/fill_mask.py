@@ -55,7 +55,7 @@ def fill_mask(
     options: CaptureOptions | None = None,
 ) -> FillMaskResult:
     """Predict every mask in `text`; `targets` restricts the candidates as the pipeline does."""
-    require_head(loaded, "lm_head")
+    require_head(loaded, "mlm")
     tokenizer = loaded.tokenizer
     text, notices = normalise_masks(check_text(text), tokenizer.mask_token)
     if tokenizer.mask_token not in text:

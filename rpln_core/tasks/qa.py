@@ -11,7 +11,7 @@ from ..budgets import current
 from ..capture import CaptureOptions, Trace, run_body
 from ..load import LoadedModel
 from ..tokens import Encoded, tokens_from_encoding
-from .common import captured_pass, one_call_at_a_time, require_head
+from .common import captured_pass, first_tokens, one_call_at_a_time, require_head
 from .qa_spans import AnswerSpan, Decoding, QAWindows, decode_answers, make_qa_windows
 
 
@@ -62,7 +62,7 @@ def answer(
     starts or ends on `<s>` or a whitespace-only token, so no zero-score filler) and `truncate_question` (cut the
     question to max_question_len tokens). RplnError for bad keywords or input beyond rpln_core.budgets.
     """
-    require_head(loaded, "qa_outputs")
+    require_head(loaded, "qa")
     rules = Decoding(top_k, max_answer_len, handle_impossible_answer, align_to_words, one_answer_per_span,
                      text_spans_only)  # checked before the tokenizer or the model does any work
     windows = make_qa_windows(
@@ -134,6 +134,4 @@ def window_input(loaded: LoadedModel, windows: QAWindows, index: int) -> Encoded
         "attention_mask": windows.attention_mask[index : index + 1, :length],
     }
     tokens = tokens_from_encoding(windows.encoding, [windows.question, windows.context], loaded.tokenizer, row=index)
-    for column in ("ids", "strings", "offsets", "special", "segments"):
-        setattr(tokens, column, getattr(tokens, column)[:length])
-    return Encoded(inputs, tokens, [])
+    return Encoded(inputs, first_tokens(tokens, length), [])
