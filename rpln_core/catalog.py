@@ -9,6 +9,7 @@ Kept free of torch and transformers so that the app can list models before those
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,10 @@ CARDS: list[ModelCard] = [
     _bundled("postln-mini", "post-ln", 5.4),
     _bundled("preln-mini-sentiment", "pre-ln", 5.4),  # fine-tuned from preln-mini on sentences cut to 128 tokens
     _bundled("preln-mini-qa", "pre-ln", 5.3),  # fine-tuned from preln-mini on 128-token windows
+    # deltas over preln-mini (models/README.md): low-rank updates of its layers plus a new head
+    _bundled("preln-mini-pos", "pre-ln", 5.3),
+    _bundled("preln-mini-choice", "pre-ln", 5.4),
+    _bundled("preln-mini-causal", "pre-ln", 5.4),
 ]
 
 HUB_PRESETS = [card.name for card in CARDS if card.preset]
@@ -110,8 +115,28 @@ def model_card(name: str) -> ModelCard | None:
     return _BY_NAME.get(key)
 
 
+# A bundled model is a from_pretrained directory (config.json), or a small delta over another bundled model
+# (delta.json holding the whole config; rpln_core.deltas builds the checkpoint): models/ must stay small.
+CHECKPOINT_CONFIG, DELTA_MANIFEST = "config.json", "delta.json"
+
+
 def bundled_models() -> list[str]:
-    """Names of the models shipped under models/ (each a from_pretrained directory)."""
+    """Names of the models shipped under models/: checkpoint directories and deltas over one of them."""
     if not BUNDLED_DIR.is_dir():
         return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file())
+    return sorted(
+        p.name for p in BUNDLED_DIR.iterdir() if (p / CHECKPOINT_CONFIG).is_file() or (p / DELTA_MANIFEST).is_file()
+    )
+
+
+def checkpoint_config(directory: Path) -> dict | None:
+    """The config of the model in `directory` (a checkpoint's config.json, or the one a delta's manifest holds),
+    read without torch; None when neither file is there or readable as JSON."""
+    try:
+        if (directory / CHECKPOINT_CONFIG).is_file():
+            return json.loads((directory / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))
+        if (directory / DELTA_MANIFEST).is_file():
+            return json.loads((directory / DELTA_MANIFEST).read_text(encoding="utf-8")).get("config")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return None

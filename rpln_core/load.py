@@ -29,7 +29,8 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from . import synthetic
+from . import deltas, synthetic
+from .building import BUILDING_MODELS
 from .catalog import BUNDLED_DIR, HUB_PRESETS, bundled_models  # noqa: F401 - re-exported
 from .errors import RplnError
 
@@ -195,15 +196,30 @@ def load_model(name_or_path: str, *, device: str = "cpu", dtype: torch.dtype = t
     if not name:
         raise RplnError(f"No model given. Bundled models: {_bundled_list()}.")
     if name in bundled_models():
-        return load_directory(BUNDLED_DIR / name, name=name, source="bundled", device=device, dtype=dtype)
+        return load_directory(checkpoint_of(BUNDLED_DIR / name), name=name, source="bundled", device=device,
+                              dtype=dtype)
     path = Path(name).expanduser()
     if path.is_dir():
-        return load_directory(path, name=name, source="local", device=device, dtype=dtype)
+        return load_directory(checkpoint_of(path), name=name, source="local", device=device, dtype=dtype)
     if path.is_absolute() or name.startswith((".", "~")) or not HUB_ID.match(name):
         raise RplnError(
             f"'{name}' is neither a bundled model ({_bundled_list()}), a checkpoint directory, nor a Hub id."
         )
     return load_directory(download_from_hub(name), name=name, source="hub", device=device, dtype=dtype)
+
+
+def checkpoint_of(directory: Path) -> Path:
+    """`directory` itself, or for a delta (rpln_core.deltas) the checkpoint it makes over its base: written once to
+    a cache folder keyed by both hashes, and read from there as any checkpoint."""
+    if not deltas.is_delta_dir(directory):
+        return directory
+    try:
+        return deltas.materialise(directory)
+    except OSError as error:  # e.g. a read-only home on a hosted app
+        raise RplnError(
+            f"Could not write the checkpoint of '{directory.name}' to its cache folder ({error.strerror or error}): "
+            f"set {deltas.CACHE_ENV} to a writable folder."
+        ) from error
 
 
 def load_directory(
@@ -219,17 +235,18 @@ def load_directory(
     overrides, notices = decoder_settings(directory, name, task)
     hf_logging.disable_progress_bar()  # a server log is no place for per-load progress bars
     try:
-        model, loading_info = model_class.from_pretrained(
-            directory,
-            **overrides,
-            output_loading_info=True,
-            attn_implementation="eager",  # sdpa returns no attention weights: the explorer needs them
-            dtype=dtype,
-            use_safetensors=weights.format == "safetensors",
-            # Report wrong shapes instead of raising "see the report above": check_complete names them.
-            ignore_mismatched_sizes=True,
-            trust_remote_code=False,
-        )
+        with BUILDING_MODELS:
+            model, loading_info = model_class.from_pretrained(
+                directory,
+                **overrides,
+                output_loading_info=True,
+                attn_implementation="eager",  # sdpa returns no attention weights: the explorer needs them
+                dtype=dtype,
+                use_safetensors=weights.format == "safetensors",
+                # Report wrong shapes instead of raising "see the report above": check_complete names them.
+                ignore_mismatched_sizes=True,
+                trust_remote_code=False,
+            )
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     except SafetensorError as error:  # the header check passed, but reading a tensor failed
         raise RplnError(unreadable_safetensors(name, weights.files[0].name, error)) from error

@@ -35,6 +35,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from .building import BUILDING_MODELS
+
 Architecture = Literal["pre-ln", "post-ln"]
 Task = Literal["mlm", "classification", "qa", "token-classification", "multiple-choice", "causal-lm", "base"]
 
@@ -146,8 +148,9 @@ def build_model(
     if task == "causal-lm" and not config.is_decoder:
         config = copy.deepcopy(config)
         config.is_decoder = True
-    torch.manual_seed(seed)
-    model = MODEL_CLASSES[(architecture, task)](config)
+    with BUILDING_MODELS:
+        torch.manual_seed(seed)
+        model = MODEL_CLASSES[(architecture, task)](config)
     return model.eval()
 
 

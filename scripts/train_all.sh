@@ -7,11 +7,14 @@
 #   nowarmup  both architectures without learning-rate warm-up at several learning rates, all side by side
 #   main      the pre-LN and post-LN twins, side by side, then packaged as models/preln-mini and postln-mini
 #   finetune  sentiment and QA heads on the packaged models/preln-mini, then packaged with the curves
+#   heads     token classification (POS), multiple choice and causal LM over models/preln-mini, shipped as deltas
+#             (rpln_core/deltas.py), plus the full fine-tune that measures what the POS delta costs; CPU only.
+#             Needs the Debian packages liblingua-en-tagger-perl and wordnet-base (scripts.build_pos, build_choice).
 # One H100 runs it all in about nine minutes. On 2 CPU cores run the Python scripts themselves, in chunks
 # with --stop-at / --resume (models/README.md).
 set -euo pipefail
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"pack nowarmup main finetune"}
+STAGES=${STAGES:-"pack nowarmup main finetune heads"}
 THREADS=${THREADS:-2}          # per process; up to eight run at once
 BATCH=${BATCH:-256}
 STEPS=${STEPS:-6500}
@@ -68,5 +71,24 @@ if stage finetune; then
   [[ -d "${curves[0]}" ]] || curves=()
   "$PY" -m scripts.package_models --model preln-mini-sentiment=runs/ft-sentiment/model \
     --model preln-mini-qa=runs/ft-qa/model --curves "${curves[@]}"
+fi
+if stage heads; then
+  "$PY" -m scripts.build_pos && "$PY" -m scripts.build_choice
+  # Step counts are what a 2-core CPU shared with other work allowed (models/README.md); one thread per process.
+  # The shipped POS delta (1,200 steps), and the 300-step one that the full fine-tune is compared with.
+  start head-pos "$PY" -m scripts.finetune_heads --task pos --out runs/head-pos --steps 1200 --batch-size 16 \
+    --lr 1e-3 --rank 8 --alpha 16 --threads 1
+  start head-pos-300 "$PY" -m scripts.finetune_heads --task pos --out runs/head-pos-300 --steps 300 --batch-size 16 \
+    --lr 1e-3 --rank 8 --alpha 16 --threads 1
+  start head-pos-full "$PY" -m scripts.finetune_heads --task pos --out runs/head-pos-full --delta full --steps 300 \
+    --batch-size 16 --lr 3e-4 --threads 1
+  finish
+  start head-choice "$PY" -m scripts.finetune_heads --task choice --out runs/head-choice --steps 800 --batch-size 8 \
+    --lr 1e-3 --rank 16 --alpha 32 --threads 1
+  start head-causal "$PY" -m scripts.finetune_heads --task causal --out runs/head-causal --steps 500 --batch-size 8 \
+    --lr 1e-3 --rank 32 --alpha 64 --max-test 400 --threads 1
+  finish
+  "$PY" -m scripts.package_deltas --model preln-mini-pos=runs/head-pos --model preln-mini-choice=runs/head-choice \
+    --model preln-mini-causal=runs/head-causal --extra runs/head-pos-full runs/head-pos-300
 fi
 echo "done in ${SECONDS}s"

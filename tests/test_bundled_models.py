@@ -3,12 +3,11 @@ differ only in where the LayerNorms sit, and each one does its task on plain inp
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
-from rpln_core.catalog import BUNDLED_DIR, bundled_models
+from rpln_core.catalog import BUNDLED_DIR, bundled_models, checkpoint_config
 from rpln_core.load import load_model
 from rpln_core.tasks.classify import classify
 from rpln_core.tasks.fill_mask import fill_mask
@@ -20,8 +19,12 @@ EXPECTED = {  # name -> (model_type, architecture class)
     "postln-mini": ("roberta", "RobertaForMaskedLM"),
     "preln-mini-sentiment": ("roberta-prelayernorm", "RobertaPreLayerNormForSequenceClassification"),
     "preln-mini-qa": ("roberta-prelayernorm", "RobertaPreLayerNormForQuestionAnswering"),
+    # deltas over preln-mini (rpln_core.deltas), built into checkpoints on first load
+    "preln-mini-pos": ("roberta-prelayernorm", "RobertaPreLayerNormForTokenClassification"),
+    "preln-mini-choice": ("roberta-prelayernorm", "RobertaPreLayerNormForMultipleChoice"),
+    "preln-mini-causal": ("roberta-prelayernorm", "RobertaPreLayerNormForCausalLM"),
 }
-SIZE_BUDGET_MB = 80
+SIZE_BUDGET_MB = 60  # issue 14: the GPU machine takes 64 MiB of tracked files in all
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,7 +44,7 @@ def bundled():
 
 
 def config_of(name: str) -> dict:
-    return json.loads((BUNDLED_DIR / name / "config.json").read_text())
+    return checkpoint_config(BUNDLED_DIR / name)
 
 
 def test_every_bundled_model_is_listed_and_within_the_size_budget():
@@ -121,7 +124,8 @@ def test_the_qa_model_finds_the_definition_of_the_asked_word(bundled):
 
 
 def test_the_app_defaults_to_the_bundled_models(monkeypatch):
-    for task in ("FILL_MASK", "CLASSIFICATION", "QA", "COMPARE_LEFT", "COMPARE_RIGHT"):
+    for task in ("FILL_MASK", "CLASSIFICATION", "QA", "TOKEN_CLASSIFICATION", "MULTIPLE_CHOICE", "CAUSAL_LM",
+                 "COMPARE_LEFT", "COMPARE_RIGHT"):
         monkeypatch.delenv(f"RPLN_DEFAULT_{task}", raising=False)
     monkeypatch.delenv("RPLN_MODELS", raising=False)
     settings = from_environment([])
@@ -129,7 +133,10 @@ def test_the_app_defaults_to_the_bundled_models(monkeypatch):
         "fill-mask": "preln-mini",
         "classification": "preln-mini-sentiment",
         "qa": "preln-mini-qa",
+        "token-classification": "preln-mini-pos",
+        "multiple-choice": "preln-mini-choice",
+        "causal-lm": "preln-mini-causal",
         "compare-left": "preln-mini",
         "compare-right": "postln-mini",
     }
-    assert settings.models[:4] == sorted(EXPECTED)
+    assert settings.models[:len(EXPECTED)] == sorted(EXPECTED)

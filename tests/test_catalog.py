@@ -1,14 +1,13 @@
 """The catalog records how each known model was trained, and tasks say when an input runs past its trained length."""
 
 import dataclasses
-import json
 import subprocess
 import sys
 
 import pytest
 
 from rpln_core import classify, fill_mask
-from rpln_core.catalog import BUNDLED_DIR, CARDS, HUB_PRESETS, bundled_models, model_card
+from rpln_core.catalog import BUNDLED_DIR, CARDS, HUB_PRESETS, bundled_models, checkpoint_config, model_card
 from rpln_core.tasks.qa import answer
 
 EFFICIENT_MLM = "andreasmadsen/efficient_mlm_m0.40"
@@ -57,7 +56,7 @@ def test_roberta_was_trained_on_512_tokens_with_80_10_10(name, layers, hidden, p
 
 @pytest.mark.parametrize("name", bundled_models())
 def test_each_bundled_models_card_agrees_with_its_config(name):
-    card, config = model_card(name), json.loads((BUNDLED_DIR / name / "config.json").read_text())
+    card, config = model_card(name), checkpoint_config(BUNDLED_DIR / name)
     assert card is not None, f"{name} is bundled but has no card"
     architecture = "pre-ln" if config["model_type"] == "roberta-prelayernorm" else "post-ln"
     assert card.architecture == architecture
