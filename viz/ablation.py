@@ -51,7 +51,9 @@ def ablation_figure(results: Sequence[OutlierAblation]) -> go.Figure:
                 go.Bar(
                     x=list(CONDITIONS),
                     y=sig4(means),
-                    error_y=dict(type="data", symmetric=False, array=sig4(above), arrayminus=sig4(below)),
+                    # No caps: plotly reads a missing whisker as zero and would draw a cap on the single runs.
+                    error_y=dict(type="data", symmetric=False, array=sig4(above), arrayminus=sig4(below), width=0,
+                                 thickness=2),
                     name=name,
                     legendgroup=name,
                     showlegend=panel == 0,

@@ -43,6 +43,13 @@ def settings_text(exp: InitExperiment) -> str:
     return f"width {exp.width}, init std {exp.init_std:.3g}, seed {exp.seed}"
 
 
+def finish_titled(fig: go.Figure, what: str, settings: str) -> go.Figure:
+    """`finish` with the settings on a smaller second title line: these charts share a row, where one long line
+    would run past the chart's edge."""
+    finish(fig, f"{what}<br><span style='font-size:12px'>{settings}</span>")
+    return fig.update_layout(margin_t=70)
+
+
 def layer_gradients_figure(exp: InitExperiment) -> go.Figure:
     """Gradient norm of each layer's FFN output weight (blocks.0 … blocks.L-1), pre-LN against post-LN."""
     layers = list(range(exp.depth))  # blocks.l, counted from 0 as in the trace
@@ -56,7 +63,8 @@ def layer_gradients_figure(exp: InitExperiment) -> go.Figure:
     fig.update_xaxes(title=LAYER_AXIS, **layer_ticks(exp.depth, most=HALF_WIDTH_TICKS))
     fig.update_yaxes(title="‖∂ MLM loss / ∂ FFN output weight‖", **value_axis(every_norm))
     fig.update_layout(legend=LEGEND_BELOW)
-    return finish(fig, f"Gradient of each layer's FFN output weight at init: {exp.depth} layers, {settings_text(exp)}")
+    return finish_titled(fig, "Gradient of each layer's FFN output weight at init",
+                         f"{exp.depth} layers, {settings_text(exp)}")
 
 
 def depth_sweep_figure(exp: InitExperiment) -> go.Figure:
@@ -74,10 +82,12 @@ def depth_sweep_figure(exp: InitExperiment) -> go.Figure:
     # finite-depth effects matter least for the constant, and let the slope speak for the theorem.
     first_depth, first_norm = depths[0], exp.sweep_last_layer_norms("pre-ln")[0]
     scale = first_norm * math.sqrt(first_depth)
+    reference = [scale / math.sqrt(depth) for depth in depths]
+    every_norm += reference  # the axis spans the reference line too, so its ticks must cover it
     fig.add_trace(
         go.Scatter(
             x=depths,
-            y=sig4([scale / math.sqrt(depth) for depth in depths]),
+            y=sig4(reference),
             mode="lines",
             name=f"Theorem 1 (pre-LN): c/√L through L = {first_depth}",
             line=dict(color=ARCH_COLORS["pre-ln"], dash="dash", width=1.5),
@@ -88,7 +98,7 @@ def depth_sweep_figure(exp: InitExperiment) -> go.Figure:
     fig.update_xaxes(title="depth L (layers)", type="log", tickvals=depths, ticktext=[str(d) for d in depths])
     fig.update_yaxes(title="last layer's ‖∂ MLM loss / ∂ W‖", **log_axis(every_norm))
     fig.update_layout(legend=LEGEND_BELOW)
-    return finish(fig, f"Last layer's gradient against depth (Xiong et al. Theorem 1): {settings_text(exp)}")
+    return finish_titled(fig, "Last layer's gradient against depth (Xiong et al. Theorem 1)", settings_text(exp))
 
 
 def residual_init_figure(exp: InitExperiment) -> go.Figure:
@@ -132,4 +142,5 @@ def residual_init_figure(exp: InitExperiment) -> go.Figure:
     fig.update_xaxes(title=STREAM_AXIS, **stream_ticks(exp.depth))
     fig.update_yaxes(title="mean ‖x‖ over tokens", **value_axis(every_value))
     fig.update_layout(legend=LEGEND_BELOW)
-    return finish(fig, f"Residual stream norm at init against Xiong et al.'s Lemma 2: {settings_text(exp)}")
+    return finish_titled(fig, "Residual stream norm at init against Xiong et al.'s Lemma 2",
+                         f"{exp.depth} layers, {settings_text(exp)}")
