@@ -1,7 +1,7 @@
 """The app's performance targets: start-up, server time of one tab request, and the payload sent to the browser.
 
 Run from the repository root:
-    .venv/bin/python bench/bench_app.py [--quick] [--threads N] [--json OUT]
+    .venv/bin/python bench/bench_app.py [--quick] [--bertviz] [--threads N] [--json OUT]
 
 - Start-up: `python app.py --port <free>` as a subprocess (default settings), until GET / answers 200.
 - Server time: the fill-mask tab's handler called in-process, `Handlers(ModelRegistry(...)).fill_mask`, which is
@@ -12,6 +12,12 @@ Run from the repository root:
   `ui_fill_mask` event (the step the server runs before answering), serialised with orjson as the server's event
   stream does; plus the bytes of the files the browser then fetches to show them (the model-view PNG). The
   statistics downloads (gr.File) are fetched only when clicked, so they are reported apart and not counted.
+
+With --bertviz, instead: what bertviz's views add to a fill-mask tab request. The core call with and without the
+queries and keys the neuron view needs (time, and the trace's tensor bytes the trace store counts), the time of the
+handler's bertviz part (the head view page and its download, rpln_app.inside.bertviz_values) and of each view's
+re-draw, and the bytes the view adds to the event's payload (the iframe's HTML; its libraries come from the app's
+static folder once per browser, 394 KB) and to the downloads.
 
 Two models: "small" (the bundled preln-mini, else a random model of its shape saved to a temporary directory) and
 "large" (random weights in the shape of andreasmadsen/efficient_mlm_m0.40, ~1.4 GB saved once to a temporary
@@ -41,7 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the app and the engine are plain packages at the repository root, not installed
 
 import orjson  # noqa: E402
-import torch  # noqa: E402
 
 from bench.bench_core import (  # noqa: E402
     quiet_torch,
@@ -329,8 +334,92 @@ def targets(startup: StartupRow, server: list[ServerTimeRow], payload: list[Payl
 # ---------------------------------------------------------------- main
 
 
+# ---------------------------------------------------------------- bertviz's share
+
+
+@dataclass
+class BertvizRow:
+    model: str
+    tokens: int
+    core_s: float  # rpln_core.fill_mask, default capture
+    core_qk_s: float  # the same with the queries and keys kept (rpln_app.inside.CAPTURE), as the tab runs it
+    trace_bytes: int  # tensor bytes the trace store counts, default capture
+    trace_qk_bytes: int  # the same with the queries and keys
+    handler_s: float  # the whole tab handler
+    views: dict[str, dict[str, float]]  # view -> {"s": page and download, "payload_bytes", "download_bytes"}
+
+
+def measure_bertviz(model: str, size: str, repeats: int, directory: Path) -> BertvizRow:
+    """What bertviz's views add to one fill-mask tab request on `model` (see the module docstring)."""
+    from rpln_app import inside
+    from rpln_app.trace_store import trace_nbytes
+
+    handlers = Handlers(ModelRegistry([model], public=False))
+    loaded = handlers.registry.get(model)
+    text = text_of_length(loaded.tokenizer, TOKENS[size], mask=True)
+    cases = {
+        "core": lambda: fill_mask(loaded, text, top_k=TOP_K),
+        "core_qk": lambda: fill_mask(loaded, text, top_k=TOP_K, options=inside.CAPTURE),
+        "handler": lambda: handlers.fill_mask(model, text, TOP_K),
+    }
+    times = {name: statistics.median(runs) for name, runs in time_interleaved(cases, repeats).items()}
+    plain, trace = cases["core"]().trace, cases["core_qk"]().trace
+    about = inside.RunAbout("fill-mask", model, {"text": text, "top_k": TOP_K})
+    views = {}
+    for view in ("head", "model", "neuron"):
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            page, download = inside.bertviz_values(trace, view, 0, 0, directory, about)
+            runs.append(time.perf_counter() - started)
+        views[view] = {"s": statistics.median(runs), "payload_bytes": len(orjson.dumps(page)),
+                       "download_bytes": os.path.getsize(download)}
+    row = BertvizRow(size, TOKENS[size], times["core"], times["core_qk"], trace_nbytes(plain), trace_nbytes(trace),
+                     times["handler"], views)
+    print(f"  {size:5} {row.tokens:4} tokens  handler {row.handler_s * 1000:.0f} ms, head view "
+          f"{views['head']['s'] * 1000:.0f} ms, {views['head']['payload_bytes'] / MB:.3f} MB", flush=True)
+    return row
+
+
+def bertviz_table(rows: list[BertvizRow]) -> str:
+    body = []
+    for r in rows:
+        head = r.views["head"]
+        body.append([r.model, r.tokens, f"{r.core_s * 1000:.1f}", f"{r.core_qk_s * 1000:.1f}",
+                     f"{r.trace_bytes / MB:.2f}", f"{r.trace_qk_bytes / MB:.2f}", f"{r.handler_s * 1000:.0f}",
+                     f"{head['s'] * 1000:.0f} ({head['s'] / r.handler_s:.0%})", f"{head['payload_bytes'] / MB:.3f}"])
+    return format_table(["model", "tokens", "core ms", "core+q/k ms", "trace MB", "trace+q/k MB", "handler ms",
+                         "head view ms (share)", "head view payload MB"], body)
+
+
+def views_table(rows: list[BertvizRow]) -> str:
+    body = [[r.model, view, f"{v['s'] * 1000:.0f}", f"{v['payload_bytes'] / MB:.3f}", f"{v['download_bytes'] / MB:.3f}"]
+            for r in rows for view, v in r.views.items()]
+    return format_table(["model", "view", "build ms", "payload MB", "download MB"], body)
+
+
+def main_bertviz(args: argparse.Namespace) -> None:
+    rows = []
+    sizes = ["small"] if args.quick else ["small", "large"]
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"rpln-bench-{size}-") as directory:
+            if size == "small":
+                model, description = small_checkpoint(Path(directory))
+            else:
+                model, description = save_random(size, Path(directory))
+            print(f"{size}: {description}", flush=True)
+            with tempfile.TemporaryDirectory() as out:
+                rows.append(measure_bertviz(model, size, QUICK_REPEATS if args.quick else REPEATS[size], Path(out)))
+        gc.collect()
+    print(f"\nbertviz's share of one fill-mask tab request (medians)\n{bertviz_table(rows)}")
+    print(f"\nEach view as the panel draws it (a re-draw; the run draws the head view)\n{views_table(rows)}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "bertviz": [asdict(r) for r in rows]}, indent=2))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bertviz", action="store_true", help="what bertviz's views add to a request (only that)")
     parser.add_argument("--quick", action="store_true", help=f"small model only, {QUICK_REPEATS} runs, 1 start-up")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch intra-op threads")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -341,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     threads = quiet_torch(args.threads)
     info = machine()
+    if args.bertviz:
+        return main_bertviz(args)
     print(f"machine: {info['cpu_count']} CPUs, torch {info['torch']}, {threads} threads in this process, "
           f"load average {info['load_average'][0]:.2f}", flush=True)
 

@@ -2,27 +2,86 @@
 
 from __future__ import annotations
 
+import html
+import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+import pandas as pd
 import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
-from rpln_core import Trace
-from viz import attention, export, layernorm, lens, residual
+from rpln_core import CaptureOptions, Trace, frames
+from rpln_core.errors import RplnError
+from viz import attention, bertviz_views, export, layernorm, lens, residual
 
-from .keys import INSIDE_KEYS
+from .keys import BERTVIZ_VIEWS, INSIDE_KEYS
 
 # Gradio copies returned files into its own cache, so only the newest few export folders need to stay.
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "rpln-exports"
 EXPORTS_KEPT = 16
 
+# The task tabs' runs keep the queries and keys, which bertviz's neuron view draws. They are cheap next to what a
+# run keeps anyway (bench/bench_app.py --bertviz measures it: on the bundled model +57 KB of a 180 KB trace at 14
+# tokens and no measurable time; at 128 tokens on a 24-layer, 1024-wide model 12 MiB, as much as the attentions), and
+# keeping them means the neuron view re-draws from the stored trace, where capturing on demand would run the model
+# again for every visit of the view. The trace store counts them in its memory budget like any other tensor.
+CAPTURE = CaptureOptions(queries_and_keys=True)
+
+# Which of the panel's (layer, head) pickers each view takes: the head view starts on a layer and shows all its
+# heads (its colour squares toggle them), the model view shows every head it includes, the neuron view one head.
+BERTVIZ_PICKERS = {"head": (True, False), "model": (False, False), "neuron": (True, True)}
+# Where the app serves viz/assets (app.py's static paths): the pages in the iframes load the libraries from there,
+# once per browser, instead of carrying 394 KB of them in every page. Downloads inline them.
+ASSET_URL = f"/gradio_api/file={bertviz_views.ASSET_DIR.as_posix()}"
+# Registered here, where the pages that load from it are made (Gradio checks the list on each request).
+gr.set_static_paths(bertviz_views.static_paths())
+
+
+@dataclass(frozen=True)
+class RunAbout:
+    """What a task tab ran, for downloads that stand alone: the task, model, inputs (text and settings) and result."""
+
+    task: str  # "fill-mask", "classification" or "qa"
+    model: str
+    inputs: dict[str, Any]  # the engine call's keyword arguments: texts are the input, the rest settings
+    result: pd.DataFrame | None = None  # the task's output, rpln_core.frames.result_frame
+    when: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def of(cls, record: Any, result: Any = None) -> RunAbout:
+        """From a TraceRecord (the run's task, model and inputs) and the task result, if there is one at hand."""
+        return cls(record.task, record.model, dict(record.inputs), None if result is None else frames.result_frame(result))
+
+    @property
+    def text(self) -> str:
+        """The input's texts joined: what the file names say the run was about."""
+        return " ".join(value for value in self.inputs.values() if isinstance(value, str) and value)
+
+    def stem(self) -> str:
+        return export.run_stem(self.model, self.text, self.when)
+
+    def document(self) -> dict[str, Any]:
+        """The description the exports carry (JSON-ready): task, model, input, settings and the time."""
+        settings = {name: value for name, value in self.inputs.items() if not isinstance(value, str)}
+        settings["queries_and_keys"] = CAPTURE.queries_and_keys
+        return {
+            "task": self.task,
+            "model": self.model,
+            "input": {name: value for name, value in self.inputs.items() if isinstance(value, str)},
+            "settings": settings,
+            "exported_at": self.when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+
 
 @dataclass
 class InsideValues:
-    """One value per INSIDE_KEYS entry (a figure, an image, table rows, a choice or file paths)."""
+    """One value per INSIDE_KEYS entry (a figure, an image, a table, a choice, HTML or file paths)."""
 
     values: dict[str, Any]
 
@@ -30,11 +89,16 @@ class InsideValues:
         return [self.values[key] for key in INSIDE_KEYS]
 
 
-def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None) -> InsideValues:
-    """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`)."""
+def inside_values(
+    trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None, about: RunAbout | None = None
+) -> InsideValues:
+    """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`) and bertviz's head view.
+    `about`: the run the trace comes from, written into the downloads (without it they describe the trace only)."""
     ln_names = [stats.name for stats in trace.layernorms]
     first_ln = ln_names[1] if len(ln_names) > 1 else ln_names[0]
     directory = fresh_export_directory(EXPORT_ROOT if export_root is None else export_root)
+    tables = export.trace_tables(trace)  # once, for the LayerNorm table and the downloads
+    page, download = bertviz_values(trace, "head", layer, head, directory, about)
     values = {
         "head_view": attention.head_view(trace, layer, head),
         "model_view": attention.model_view(trace, selected=(layer, head)),
@@ -42,7 +106,7 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
         "rollout": attention.rollout_heatmap(trace),
         "sinks": attention.sinks_figure(trace),
         "ln_scale": layernorm.scale_heatmap(trace),
-        "ln_table": table_rows(layernorm.stats_table(trace)),
+        "ln_table": table_rows(tables["layernorms"]),
         "ln_choice": (ln_names, first_ln),
         "gamma_beta": layernorm.gamma_beta_figure(trace, first_ln),
         "abs_input": layernorm.abs_input_heatmap(trace),
@@ -50,9 +114,52 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
         "sublayer": residual.sublayer_figure(trace),
         "massive": residual.massive_figure(trace),
         "lens": lens.lens_figure(trace),
-        "exports": [str(path) for path in export.write_exports(trace, directory)],
+        "bertviz_view": "head",
+        "bertviz_layer": layer,
+        "bertviz_head": head,
+        "bertviz": page,
+        "bertviz_download": download,
+        "exports": [str(path) for path in write_downloads(trace, directory, tables, about)],
     }
     return InsideValues(values)
+
+
+def write_downloads(trace: Trace, directory: Path, tables: dict, about: RunAbout | None) -> list[Path]:
+    """The statistics downloads: a run's (named for it, with its description and result), else the trace's."""
+    if about is None:
+        return export.write_exports(trace, directory)
+    return export.write_run_exports(trace, directory, about.document(), about.result, about.stem(), tables)
+
+
+def bertviz_values(
+    trace: Trace, view: str, layer: int, head: int, directory: Path, about: RunAbout | None = None
+) -> tuple[str, str | None]:
+    """bertviz's `view` of `trace` for the panel: the page in an iframe (libraries from ASSET_URL), and the same
+    view as a standalone file in `directory` to download (None, with a message instead of the page, if the view
+    cannot be drawn from this trace)."""
+    if view not in BERTVIZ_VIEWS:
+        raise RplnError(f"There is no bertviz view called {view!r}: choose one of {', '.join(BERTVIZ_VIEWS)}.")
+    options = {"head": {"layer": layer}, "model": {}, "neuron": {"layer": layer, "head": head}}[view]
+    try:
+        page = bertviz_views.PAGES[view](trace, **options)
+    except RplnError as error:  # the neuron view of a trace without queries and keys
+        return message_html(NO_QUERIES if trace.queries is None else error.message), None
+    stem = about.stem() if about else export.run_stem(trace.model_name, export.trace_words(trace), _now())
+    path = page.write(directory / f"{stem}-{view}-view.html")
+    return bertviz_views.iframe_html(page.html(ASSET_URL), title=f"bertviz {BERTVIZ_VIEWS[view].lower()}"), str(path)
+
+
+NO_QUERIES = ("The neuron view needs the queries and keys of the pass, and this run did not keep them: on an input "
+              "this long they would take more memory than the app allows for them (see the run's notices).")
+
+
+def message_html(text: str) -> str:
+    """A line of text where a view would be, escaped (it may quote the input)."""
+    return f'<p style="padding: 1em; opacity: .8">{html.escape(text)}</p>'
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def fresh_export_directory(root: Path, kept: int | None = None) -> Path:
@@ -73,13 +180,33 @@ def _modified(path: Path) -> float:
         return 0.0
 
 
-def table_rows(rows: list[dict]) -> dict[str, list]:
-    """Rows of dicts as the {headers, data} a table component takes; floats shortened for reading."""
-    if not rows:
-        return {"headers": [], "data": []}
-    headers = list(rows[0])
-    shorten = lambda v: float(f"{v:.4g}") if isinstance(v, float) else v  # noqa: E731
-    return {"headers": headers, "data": [[shorten(row[h]) for h in headers] for row in rows]}
+def table_rows(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """A table for gr.Dataframe (which takes a frame as it is), floats shortened to 4 significant digits for reading."""
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    for column in frame.columns[frame.dtypes.map(pd.api.types.is_float_dtype)]:
+        frame[column] = frame[column].map(lambda value: float(f"{value:.4g}"), na_action="ignore")
+    return frame
+
+
+def png_named(fig: go.Figure, filename: str) -> PlotData:
+    """`fig` for gr.Plot with its modebar's "download as PNG" saving `filename`.png, not plotly's `newplot.png`.
+
+    gr.Plot sends the figure's JSON and hands its `config` key (which Figure.to_json leaves out) to Plotly.react, so
+    the config is appended to that JSON object."""
+    config = {"toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
+    return PlotData(type="plotly", plot=f'{fig.to_json()[:-1]},"config":{json.dumps(config)}}}')
+
+
+def name_png_downloads(values: dict[str, Any], trace: Trace) -> None:
+    """Replace every figure among the panel's `values` by png_named: its PNG named for its chart and the input."""
+    for key, value in values.items():
+        if isinstance(value, go.Figure):
+            values[key] = png_named(value, chart_filename(trace, key))
+
+
+def chart_filename(trace: Trace, chart: str) -> str:
+    """A chart's PNG name: model, chart and the start of the input, e.g. `preln-mini_entropy_the-cat-sat`."""
+    return f"{export.model_slug(trace.model_name)}_{export.slug(chart, 30)}_{export.slug(export.trace_words(trace), 40)}"
 
 
 def empty_figure(message: str) -> go.Figure:

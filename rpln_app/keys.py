@@ -18,5 +18,14 @@ INSIDE_KEYS = (
     "sublayer",
     "massive",
     "lens",
-    "exports",
+    # bertviz's views: which one, its layer and head pickers, the page (an iframe) and that view as a download.
+    "bertviz_view",
+    "bertviz_layer",
+    "bertviz_head",
+    "bertviz",
+    "bertviz_download",
+    "exports",  # last: the tests and the benchmark find the downloads there
 )
+
+# bertviz's views, as the panel's radio names them (the handlers' values are the keys).
+BERTVIZ_VIEWS = {"head": "Head view", "model": "Model view", "neuron": "Neuron view"}

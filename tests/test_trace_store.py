@@ -86,7 +86,7 @@ def test_a_slider_after_eviction_runs_the_model_again_and_draws_the_same_figure(
     handlers = handlers_with(model_dir, 2**30)
     *_, record = handlers.fill_mask(model_dir, TEXT, 5)
     before, before_mosaic = handlers.attention_views(record, 1, 2)
-    before_ln = handlers.gamma_beta(record, "blocks.1.ln2").to_json()
+    before_ln = handlers.gamma_beta(record, "blocks.1.ln2").plot  # the figure's JSON, as gr.Plot sends it
     other = "a dog ran to the <mask> ."
     newer_size = trace_nbytes(fill_mask(handlers.registry.get(model_dir), other).trace)
     handlers.traces.budget_bytes = handlers.traces.nbytes + newer_size - 1  # no room for both
@@ -96,9 +96,9 @@ def test_a_slider_after_eviction_runs_the_model_again_and_draws_the_same_figure(
 
     after, after_mosaic = handlers.attention_views(record, 1, 2)
     assert RECOMPUTED in capsys.readouterr().out  # gr.Info prints outside a Gradio event
-    assert after.to_json() == before.to_json()
+    assert after.plot == before.plot
     assert after_mosaic.tobytes() == before_mosaic.tobytes()
-    assert handlers.gamma_beta(record, "blocks.1.ln2").to_json() == before_ln
+    assert handlers.gamma_beta(record, "blocks.1.ln2").plot == before_ln
 
 
 def test_a_recomputed_trace_is_kept_again_under_the_same_record(model_dir, capsys):

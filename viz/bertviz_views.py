@@ -37,7 +37,7 @@ import torch
 from rpln_core.capture import Trace
 from rpln_core.errors import RplnError
 
-from .export import slug
+from .export import model_slug, slug, trace_words
 from .layout import check_index
 from .text import visible_token
 
@@ -102,19 +102,35 @@ def _bertviz_js(name: str) -> str:
 # ---------------------------------------------------------------- public API
 
 
-def head_view_html(
+def head_view_html(trace: Trace, *, asset_url: str | None = None, **options) -> str:
+    """bertviz's head view of `trace` (see head_view_page for the options) as a page. `asset_url`: None inlines the
+    libraries (for a download or an iframe's srcdoc), else the URL prefix under which the app serves `ASSET_DIR`
+    (e.g. "/gradio_api/file=/abs/viz/assets")."""
+    return head_view_page(trace, **options).html(asset_url)
+
+
+def model_view_html(trace: Trace, include_layers: Sequence[int] | None = None, *, asset_url: str | None = None,
+                    **options) -> str:
+    """bertviz's model view of `trace` (see model_view_page for the options) as a page; `asset_url` as above."""
+    return model_view_page(trace, include_layers, **options).html(asset_url)
+
+
+def neuron_view_html(trace: Trace, layer: int = 0, head: int = 0, *, asset_url: str | None = None, **options) -> str:
+    """bertviz's neuron view of `trace` (see neuron_view_page for the options) as a page; `asset_url` as above."""
+    return neuron_view_page(trace, layer, head, **options).html(asset_url)
+
+
+def head_view_page(
     trace: Trace,
     *,
     layer: int | None = None,
     heads: Sequence[int] | None = None,
     include_layers: Sequence[int] | None = None,
-    asset_url: str | None = None,
-) -> str:
+) -> ViewPage:
     """bertviz's head view of `trace`: every head of one layer as lines from each token to those it attends to.
 
     `layer`: the layer shown first; `heads`: the heads selected first (default all); `include_layers`: the layers
-    the layer menu offers (default all). `asset_url`: None inlines the libraries (for a download or an iframe's
-    srcdoc), else the URL prefix under which the app serves `ASSET_DIR` (e.g. "/gradio_api/file=/abs/viz/assets")."""
+    the layer menu offers (default all)."""
     layers = _layers(trace, include_layers)
     if layer is not None and layer not in layers:
         raise ValueError(f"Layer {layer} is not among the included layers {layers}.")
@@ -131,17 +147,16 @@ def head_view_html(
     data = {"params": params, "filters": filters, "packed": packed}
     height = round(len(tokens) * 22.5) + 30 + 50  # bertviz's rows of 22.5 px below a 30 px band, and the menus
     note = _subset_note(trace, layers)
-    return _page(trace, "head view", vis_html, data, "head_view.js", asset_url, note, height)
+    return ViewPage.of(trace, "head view", vis_html, data, "head_view.js", note, height)
 
 
-def model_view_html(
+def model_view_page(
     trace: Trace,
     include_layers: Sequence[int] | None = None,
     *,
     include_heads: Sequence[int] | None = None,
     display_mode: Literal["light", "dark"] = "light",
-    asset_url: str | None = None,
-) -> str:
+) -> ViewPage:
     """bertviz's model view of `trace`: a thumbnail of every included head of every included layer; click one for
     its detail. By default as many as draw quickly (MODEL_VIEW_MAX_LINES): all of a short input's, and for a long
     one whole layers spread over depth, or only some heads of layer 0; a line above the view says which."""
@@ -160,18 +175,17 @@ def model_view_html(
     thumbnail = len(tokens) * 7 * 12 / len(heads) + 10  # model_view.js's thumbnail height and detail panel height
     height = round(max(len(layers) * thumbnail + 38, len(tokens) * 18 + 70)) + 40
     note = _subset_note(trace, layers, heads)
-    return _page(trace, "model view", vis_html, data, "model_view.js", asset_url, note, height)
+    return ViewPage.of(trace, "model view", vis_html, data, "model_view.js", note, height)
 
 
-def neuron_view_html(
+def neuron_view_page(
     trace: Trace,
     layer: int = 0,
     head: int = 0,
     *,
     include_layers: Sequence[int] | None = None,
     display_mode: Literal["light", "dark"] = "light",
-    asset_url: str | None = None,
-) -> str:
+) -> ViewPage:
     """bertviz's neuron view of `trace`: for a clicked token, its query, each key, their elementwise product, q·k/√d
     and the softmax. Needs the trace's queries and keys (CaptureOptions(queries_and_keys=True)). By default it
     includes the layers around `layer` that keep the page under 3 MB (NEURON_VIEW_MAX_VALUES), and says so."""
@@ -213,33 +227,25 @@ def neuron_view_html(
     height = len(tokens) * 26 + 100 + 50  # neuron_view.js's rows of 26 px and 100 px of headings, and the menus
     note = _subset_note(trace, layers)
     skeleton = _neuron_skeleton(root, len(filters) > 1)
-    return _page(trace, "neuron view", skeleton, data, "neuron_view.js", asset_url, note, height)
+    return ViewPage.of(trace, "neuron view", skeleton, data, "neuron_view.js", note, height)
 
 
 VIEWS = {"head": head_view_html, "model": model_view_html, "neuron": neuron_view_html}
+PAGES = {"head": head_view_page, "model": model_view_page, "neuron": neuron_view_page}
 
 
 def export_filename(trace: Trace, view: View) -> str:
-    """The download's name: model, view and the start of the input, e.g. `preln-mini_head-view_the-cat-sat.html`.
-    The model is its last path part (a local directory or a Hub id), the input its words as the offsets join them."""
-    tokens, words, previous = trace.tokens, "", None
-    for text, (start, end), special, segment in zip(tokens.strings, tokens.offsets, tokens.special, tokens.segments):
-        if special:
-            continue
-        if previous is not None and (segment != previous[0] or start > previous[1]):
-            words += " "
-        words, previous = words + text, (segment, end)
-    model = trace.model_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    return f"{slug(model, 40)}_{view}-view_{slug(words, 40)}.html"
+    """The download's name: model, view and the start of the input, e.g. `preln-mini_head-view_the-cat-sat.html`."""
+    return f"{model_slug(trace.model_name)}_{view}-view_{slug(trace_words(trace), 40)}.html"
 
 
-def export_view(trace: Trace, view: View, directory: str | Path, **options) -> Path:
-    """Write `view` of `trace` as a standalone file (libraries inlined) into `directory`; return its path."""
+def export_view(trace: Trace, view: View, directory: str | Path, *, name: str | None = None, **options) -> Path:
+    """Write `view` of `trace` as a standalone file (libraries inlined) into `directory` as `name` (default
+    export_filename); return its path."""
     if view not in VIEWS:
         raise ValueError(f"Unknown view {view!r}: choose one of {', '.join(VIEWS)}.")
-    path = Path(directory) / export_filename(trace, view)
-    path.write_text(VIEWS[view](trace, **{**options, "asset_url": None}), encoding="utf-8")
-    return path
+    options.pop("asset_url", None)  # a download must draw on its own
+    return PAGES[view](trace, **options).write(Path(directory) / (name or export_filename(trace, view)))
 
 
 def static_paths() -> list[Path]:
@@ -422,6 +428,34 @@ def _numbers(noun: str, indices: list[int]) -> str:
 # ---------------------------------------------------------------- the page
 
 
+@dataclass(frozen=True)
+class ViewPage:
+    """A composed view: bertviz's markup and the packed numbers, written out as a page with the libraries either
+    inlined or loaded from where the app serves them. Composing (packing the numbers) is the costly part, so the
+    app composes once for both the page it shows and the file it offers for download."""
+
+    title: str  # e.g. "head view · preln-mini"
+    vis_html: str
+    data_json: str  # the packed numbers and bertviz's params, as _script_json writes them
+    view_js_name: str  # bertviz's script that draws it
+    note: str | None  # a line above the view, saying which layers and heads it includes when not all
+    height: int  # pixels the view draws in
+
+    @classmethod
+    def of(cls, trace: Trace, what: str, vis_html: str, data: dict, view_js_name: str, note: str | None,
+           height: int) -> ViewPage:
+        return cls(f"{what} · {trace.model_name}", vis_html, _script_json(data), view_js_name, note, height)
+
+    def html(self, asset_url: str | None = None) -> str:
+        """The document: None inlines the libraries, else they load from `asset_url` (the app's static folder)."""
+        return _page(self, asset_url)
+
+    def write(self, path: Path) -> Path:
+        """Write the standalone document (libraries inlined) to `path`; return it."""
+        path.write_text(self.html(None), encoding="utf-8")
+        return path
+
+
 def _script_json(value) -> str:
     """JSON that is safe inside <script>: no `</script>`, `<!--` or `]]>` can appear, whatever strings it holds."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -528,19 +562,11 @@ def _view_function(view_js: str) -> str:
     return f"window.rplnBertvizView = function (RPLN_PARAMS) {{\n{_inlinable(body, 'bertviz view script')}\n}};"
 
 
-def _page(
-    trace: Trace,
-    what: str,
-    vis_html: str,
-    data: dict,
-    view_js_name: str,
-    asset_url: str | None,
-    note: str | None,
-    height: int,
-) -> str:
+def _page(view: ViewPage, asset_url: str | None) -> str:
     """The whole document: libraries, bertviz's markup, the data, bertviz's view script and the unpacking script.
     A Content-Security-Policy allows exactly these scripts (by hash, or from `asset_url`) and no other request."""
-    scripts = [_DEFINE, _view_function(_bertviz_js(view_js_name)), _BOOT]
+    note, height = view.note, view.height
+    scripts = [_DEFINE, _view_function(_bertviz_js(view.view_js_name)), _BOOT]
     if asset_url is None:
         sources = [_inlinable(_library_source(lib.path), lib.name) for lib in libraries()]
         library_tags = "".join(f"<script>{source}</script>\n" for source in sources)
@@ -557,13 +583,13 @@ def _page(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{html.escape(csp)}">\n'
         f'<meta name="rpln-height" content="{height + (24 if note else 0)}">\n'
-        f"<title>{html.escape(f'{what} · {trace.model_name}')}</title>\n"
+        f"<title>{html.escape(view.title)}</title>\n"
         # A white page, as in a notebook: bertviz's dark mode paints its own black (and keeps black axis labels).
         "<style>body { margin: 8px; background: #fff; color: #202020; "
         "font-family: 'Helvetica Neue', Helvetica, Arial, sans-serif; } "
         "#rpln-bertviz-note { font-size: 13px; opacity: .75; margin: 0 0 6px; }</style>\n"
-        f"</head>\n<body>\n{library_tags}<script>{scripts[0]}</script>\n{note_html}\n{vis_html}\n"
-        f'<script type="application/json" id="rpln-bertviz-data">{_script_json(data)}</script>\n'
+        f"</head>\n<body>\n{library_tags}<script>{scripts[0]}</script>\n{note_html}\n{view.vis_html}\n"
+        f'<script type="application/json" id="rpln-bertviz-data">{view.data_json}</script>\n'
         f"<script>{scripts[1]}</script>\n<script>{scripts[2]}</script>\n</body>\n</html>\n"
     )
 

@@ -1,10 +1,19 @@
-"""The statistics of a trace as tables, and as files to download: one JSON with every table, one CSV per table."""
+"""The statistics of a trace as tables, and as files to download: one JSON with every table, one CSV per table.
+
+A run's downloads (write_run_exports) stand alone: the JSON holds what was run (task, model, input text, settings,
+the task's result, software versions, when) beside the tables, an `about` CSV holds the same description for the
+CSVs, and every name carries the model, the input and the time, so a second download never replaces the first.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
+import tomllib
+from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import orjson
 import pandas as pd
@@ -36,6 +45,82 @@ def token_table(trace: Trace) -> pd.DataFrame:
 def slug(text: str, limit: int = 60) -> str:
     """A file-name-safe version of `text`: ASCII letters, digits and single dashes, never empty."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "trace"
+
+
+def model_slug(model_name: str) -> str:
+    """The model's last path part (of a local directory or a Hub id) as a slug: "andreasmadsen/m0.40" -> "m0-40"."""
+    return slug(model_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1], 40)
+
+
+def trace_words(trace: Trace) -> str:
+    """The input as the trace's tokens spell it (specials left out, a space where the offsets leave a gap or the
+    segment changes): what a file name can say the input was, when the typed text is not at hand."""
+    tokens, words, previous = trace.tokens, "", None
+    for text, (start, end), special, segment in zip(tokens.strings, tokens.offsets, tokens.special, tokens.segments):
+        if special:
+            continue
+        if previous is not None and (segment != previous[0] or start > previous[1]):
+            words += " "
+        words, previous = words + text, (segment, end)
+    return words
+
+
+def run_stem(model_name: str, text: str, when: datetime) -> str:
+    """A run's file-name stem: model, the start of the input and the time to the millisecond (UTC), e.g.
+    `preln-mini_the-cat-sat-on-the-mask_20251201T171512.345Z`."""
+    stamp = when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    return f"{model_slug(model_name)}_{slug(text, 40)}_{stamp}"
+
+
+@cache
+def software_versions() -> dict[str, str]:
+    """The versions that made the numbers: this project's, transformers' and torch's (and bertviz, pandas)."""
+    versions = {"preln-explorer": _own_version()}
+    for package in ("transformers", "torch", "tokenizers", "pandas", "bertviz"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _own_version() -> str:
+    """Installed: the package's version; run from the clone (not installed): pyproject.toml's."""
+    try:
+        return importlib.metadata.version("preln-explorer")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def write_run_exports(
+    trace: Trace, directory: str | Path, about: dict[str, Any], result: pd.DataFrame | None, stem: str,
+    tables: Mapping[str, Table] | None = None,
+) -> list[Path]:
+    """A run's downloads in `directory`: `<stem>-trace.json` (`about`, software versions, and the tables: the task's
+    `result` first, then trace_tables unless `tables` is given), `<stem>-about.csv` (field, value) and a CSV per
+    table. `about` says what ran (task, model, input, settings, exported_at); its values should be JSON-ready."""
+    about = {**about, "architecture": trace.architecture, "tokens": len(trace.tokens), "versions": software_versions()}
+    tables = dict(trace_tables(trace) if tables is None else tables)
+    if result is not None:
+        tables = {"result": result, **tables}
+    paths = write_tables(tables, directory, stem, about, json_name="trace")
+    rows = [{"field": field, "value": value} for field, value in _flatten(about)]
+    about_path = Path(directory) / f"{stem}-about.csv"
+    pd.DataFrame(rows, columns=["field", "value"]).to_csv(about_path, index=False)
+    return [paths[0], about_path, *paths[1:]]
+
+
+def _flatten(value: Any, prefix: str = ""):
+    """(dotted field, value) pairs of nested dicts: {"input": {"text": …}} -> ("input.text", …)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
 
 
 def write_exports(trace: Trace, directory: str | Path) -> list[Path]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..handlers import Handlers, user_errors
-from ..keys import INSIDE_KEYS
-from .widgets import captioned, plot
+from ..keys import BERTVIZ_VIEWS, INSIDE_KEYS
+from .widgets import caption, captioned, plot
 
 @dataclass
 class InsidePanel:
@@ -35,6 +35,15 @@ class InsidePanel:
                                api_visibility="private")
         c["ln_choice"].change(user_errors(handlers.gamma_beta), [record, c["ln_choice"]], c["gamma_beta"],
                               api_visibility="private")
+        # bertviz: the radio re-draws only when the visitor picks (.input), as a run resets it together with the
+        # page it drew. The sliders use .change, as the others do: Gradio's .release misses a keyboard on the range.
+        pickers = [c["bertviz_view"], c["bertviz_layer"], c["bertviz_head"]]
+        redraw = dict(fn=user_errors(handlers.bertviz_view), inputs=[record, *pickers],
+                      outputs=[c["bertviz"], c["bertviz_download"], c["bertviz_layer"], c["bertviz_head"]],
+                      api_visibility="private")
+        c["bertviz_view"].input(**redraw)
+        c["bertviz_layer"].change(**redraw)
+        c["bertviz_head"].change(**redraw)
 
 
 def inside_panel() -> InsidePanel:
@@ -56,6 +65,16 @@ def inside_panel() -> InsidePanel:
                 entropy = plot("Attention entropy", "entropy_heatmap")
                 rollout = plot("Attention rollout", "rollout_heatmap")
             sinks = plot("Attention sinks", "sinks_figure")
+        with gr.Tab("bertviz"):
+            caption("bertviz")
+            bertviz_view = gr.Radio([(label, key) for key, label in BERTVIZ_VIEWS.items()], value="head",
+                                    label="View", show_label=False)
+            with gr.Row():
+                bertviz_layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+                bertviz_head = gr.Slider(0, 1, value=0, step=1, label="Head", visible=False)
+            bertviz = gr.HTML(min_height=200)
+            bertviz_download = gr.DownloadButton("Download this view (HTML that works offline)", visible=False,
+                                                 size="sm", variant="secondary")
         with gr.Tab("LayerNorm"):
             ln_scale = plot("1/σ per LayerNorm and token", "scale_heatmap")
             ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False), "stats_table")

@@ -1,0 +1,241 @@
+"""bertviz's views in the app's inside-the-model panel, and downloads that stand alone: called in-process, as the
+server calls the handlers, on the bundled models of each task tab."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("bertviz", reason="bertviz is not installed (pip install bertviz==1.4.1)")
+
+from rpln_app import inside  # noqa: E402
+from rpln_app.handlers import Handlers  # noqa: E402
+from rpln_app.keys import INSIDE_KEYS  # noqa: E402
+from rpln_app.registry import ModelRegistry  # noqa: E402
+from rpln_app.trace_store import TraceRecord, trace_nbytes  # noqa: E402
+from rpln_core import fill_mask  # noqa: E402
+from rpln_core.catalog import bundled_models  # noqa: E402
+from viz import bertviz_views, export  # noqa: E402
+
+HOSTILE = "<img src=x onerror=alert(1)> </script>"
+
+# Each task tab's run on the bundled model: (task, handler name, arguments after the model). Classification with a
+# second text and QA (question, context) have two segments, so their views get bertviz's sentence-pair filters.
+RUNS = {
+    "fill-mask": ("preln-mini", "fill_mask", ["The cat sat on the <mask>.", 3]),
+    "classification": ("preln-mini-sentiment", "classify", ["A gripping film.", "A dull one."]),
+    "qa": ("preln-mini-qa", "answer", ["What is a violin?", "A violin is a bowed instrument.", 2, False]),
+}
+# The panel's values start after the task outputs (their count per tab) and the two attention sliders.
+TASK_OUTPUTS = {"fill-mask": 3, "classification": 3, "qa": 4}
+
+
+@pytest.fixture(scope="module")
+def handlers(one_torch_thread, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setattr(inside, "EXPORT_ROOT", tmp_path_factory.mktemp("exports"))
+    return Handlers(ModelRegistry(bundled_models(), public=True))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def run(handlers, task: str, *, text: str | None = None) -> tuple[dict, TraceRecord]:
+    """A task tab's run: the panel's values by key, and the session's record."""
+    model, method, arguments = RUNS[task]
+    if text is not None:
+        arguments = [text, *arguments[1:]]
+    outputs = getattr(handlers, method)(model, *arguments)
+    panel = outputs[TASK_OUTPUTS[task] + 2 : -1]
+    assert len(panel) == len(INSIDE_KEYS)
+    return dict(zip(INSIDE_KEYS, panel)), outputs[-1]
+
+
+@pytest.fixture(scope="module")
+def runs(handlers):
+    return {task: run(handlers, task) for task in RUNS}
+
+
+def srcdoc(iframe: str) -> str:
+    """The page an iframe_html holds, as the browser reads it."""
+    return html.unescape(re.search(r'srcdoc="([^"]*)"', iframe).group(1))
+
+
+# --- the views
+
+
+@pytest.mark.parametrize("task", RUNS)
+def test_a_run_opens_the_panel_on_bertvizs_head_view_with_its_download(runs, task):
+    values, _ = runs[task]
+    assert values["bertviz_view"].value == "head"
+    assert (values["bertviz_layer"].visible, values["bertviz_head"].visible) == (True, False)
+    page = srcdoc(values["bertviz"])
+    assert values["bertviz"].startswith('<iframe sandbox="allow-scripts"') and "<title>head view" in page
+    assert f'src="{inside.ASSET_URL}/d3-5.7.0/d3.min.js"' in page  # the libraries come from the app, once
+    assert Path(values["bertviz_download"].value["path"]).name.endswith("-head-view.html")
+
+
+@pytest.mark.parametrize("task", RUNS)
+@pytest.mark.parametrize("view", ["head", "model", "neuron"])
+def test_every_view_draws_from_each_tabs_stored_trace_and_downloads_standalone(handlers, runs, task, view):
+    _, record = runs[task]
+    page, download, layer, head = handlers.bertviz_view(record, view, 1, 2)
+    shown = srcdoc(page)
+    assert f"<title>{view} view · {record.model}</title>" in shown
+    assert (layer.visible, head.visible) == inside.BERTVIZ_PICKERS[view]
+    assert (layer.value, head.value) == (1, 2)
+    saved = Path(download.value["path"]).read_text()
+    assert '<script src="' not in saved and "d3" in saved  # libraries inlined: it draws on its own
+    assert re.search(r"https?://", saved.split("</head>")[0]) is None  # its CSP allows no other origin
+
+
+def test_the_neuron_view_starts_on_the_chosen_layer_and_head(handlers, runs):
+    _, record = runs["fill-mask"]
+    page = srcdoc(handlers.bertviz_view(record, "neuron", 2, 3)[0])
+    data = json.loads(re.search(r'id="rpln-bertviz-data">(.*?)</script>', page).group(1))
+    assert data["params"]["head"] == 3 and data["layer_labels"][data["params"]["layer"]] == 2
+    assert set(data["packed"]) == {"attention", "queries", "keys"}
+
+
+@pytest.mark.parametrize("task", ["classification", "qa"])
+def test_two_segments_get_bertvizs_sentence_pair_filters(runs, task):
+    values, _ = runs[task]
+    page = srcdoc(values["bertviz"])
+    assert "Sentence A -> Sentence B" in page
+
+
+def test_one_text_gets_no_pair_filter(runs):
+    assert "Sentence A -> Sentence B" not in srcdoc(runs["fill-mask"][0]["bertviz"])
+
+
+def test_the_task_runs_keep_queries_and_keys_and_the_store_counts_them(handlers, runs):
+    _, record = runs["fill-mask"]
+    trace = handlers.traces.get(record.key)
+    assert trace.queries is not None and trace.keys is not None
+    assert trace.queries.shape == (trace.num_layers, trace.num_heads, len(trace.tokens), trace.queries.shape[-1])
+    without = fill_mask(handlers.registry.get("preln-mini"), **record.inputs).trace
+    assert trace_nbytes(trace) - trace_nbytes(without) == trace.queries.nbytes + trace.keys.nbytes
+
+
+def test_a_trace_without_queries_and_keys_says_so_instead_of_a_neuron_view(handlers, runs, tmp_path):
+    trace = fill_mask(handlers.registry.get("preln-mini"), "The cat sat on the <mask>.").trace
+    page, download = inside.bertviz_values(trace, "neuron", 0, 0, tmp_path)
+    assert download is None and "<iframe" not in page and "queries and keys" in page
+
+
+def test_a_bertviz_view_that_does_not_exist_is_refused(handlers, runs):
+    from rpln_core.errors import RplnError
+
+    with pytest.raises(RplnError, match="no bertviz view"):
+        handlers.bertviz_view(runs["fill-mask"][1], "<b>x</b>", 0, 0)
+
+
+# --- downloads that stand alone
+
+
+def export_paths(values) -> dict[str, Path]:
+    """The run's statistics downloads by what follows the stem: "trace.json", "about.csv", "result.csv", …"""
+    return {Path(p).name.rsplit("-", 1)[1]: Path(p) for p in values["exports"]}
+
+
+@pytest.mark.parametrize("task", RUNS)
+def test_the_json_export_holds_input_settings_result_versions_and_time(runs, task):
+    values, record = runs[task]
+    document = json.loads(export_paths(values)["trace.json"].read_text())
+    texts = {name: value for name, value in record.inputs.items() if isinstance(value, str)}
+    assert document["task"] == task and document["model"] == record.model
+    assert document["input"] == texts
+    assert {name: value for name, value in record.inputs.items() if name not in texts}.items() <= \
+        document["settings"].items()
+    assert set(document["versions"]) >= {"preln-explorer", "transformers", "torch"}
+    assert all(document["versions"][name] not in ("", "unknown") for name in ("transformers", "torch"))
+    assert pd.Timestamp(document["exported_at"]).tzinfo is not None
+    assert list(document["tables"]) == ["result", "layers", "layernorms", "tokens"]
+    assert len(document["tables"]["result"]) > 0
+
+
+def test_the_csv_exports_carry_the_run_too(runs):
+    values, record = runs["qa"]
+    paths = export_paths(values)
+    with paths["about.csv"].open(newline="") as handle:
+        about = {row["field"]: row["value"] for row in csv.DictReader(handle)}
+    assert about["input.question"] == record.inputs["question"] and about["input.context"] == record.inputs["context"]
+    assert about["settings.top_k"] == "2" and about["versions.torch"] and about["exported_at"]
+    result = pd.read_csv(paths["result.csv"])
+    assert list(result.columns[:5]) == ["rank", "answer", "score", "start", "end"]
+
+
+def test_export_names_carry_model_input_and_time_and_never_repeat(handlers):
+    first, _ = run(handlers, "fill-mask")
+    second, _ = run(handlers, "fill-mask")
+    names = [Path(p).name for values in (first, second) for p in values["exports"]]
+    names += [Path(values["bertviz_download"].value["path"]).name for values in (first, second)]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"preln-mini_the-cat-sat-on-the-mask_\d{8}T\d{6}\.\d{3}Z-[a-z-]+\.(json|csv|html)", n)
+               for n in names)
+
+
+def test_the_charts_download_as_png_named_for_chart_and_input(runs):
+    values, _ = runs["fill-mask"]
+    spec = json.loads(values["entropy"].plot)
+    assert spec["config"]["toImageButtonOptions"] == {
+        "format": "png", "filename": "preln-mini_entropy_the-cat-sat-on-the", "scale": 2}
+    assert "data" in spec and "layout" in spec
+
+
+def test_the_layernorm_table_is_the_exported_frame_rounded_for_reading(runs, handlers):
+    values, record = runs["fill-mask"]
+    table = values["ln_table"]
+    exported = export.trace_tables(handlers.traces.get(record.key))["layernorms"]
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == list(exported.columns)
+    assert table["scale"].tolist() == [float(f"{v:.4g}") for v in exported["scale"]]
+    assert table["layer"].isna().tolist() == exported["layer"].isna().tolist()  # embed.ln sits outside the layers
+
+
+# --- hostile input
+
+
+@pytest.fixture(scope="module")
+def hostile_runs(handlers):
+    return {task: run(handlers, task, text=f"{HOSTILE} <mask>" if task == "fill-mask" else HOSTILE)
+            for task in RUNS}
+
+
+@pytest.mark.parametrize("task", RUNS)
+@pytest.mark.parametrize("view", ["head", "model", "neuron"])
+def test_hostile_input_stays_text_in_every_view_and_its_download(handlers, hostile_runs, task, view):
+    _, record = hostile_runs[task]
+    iframe, download, _, _ = handlers.bertviz_view(record, view, 0, 0)
+    assert iframe.count("<") == iframe.count(">") == 2  # <iframe …></iframe>: the page is all in srcdoc
+    for page in (srcdoc(iframe), without_libraries(Path(download.value["path"]).read_text())):
+        assert "<img" not in page and page.count("</script>") == page.count("<script")
+        assert "\\u003c" in page  # the tokens' "<" is there, as JSON escapes it
+
+
+def without_libraries(page: str) -> str:
+    """A download without the vendored libraries inlined in it (jQuery's source spells tags in strings)."""
+    for library in bertviz_views.libraries():
+        page = page.replace(bertviz_views._library_source(library.path), "")
+    return page
+
+
+@pytest.mark.parametrize("task", RUNS)
+def test_hostile_input_stays_text_in_every_export(hostile_runs, task):
+    values, record = hostile_runs[task]
+    paths = export_paths(values)
+    document = json.loads(paths["trace.json"].read_text())
+    first_text = next(value for value in record.inputs.values() if isinstance(value, str))
+    assert first_text in document["input"].values()  # data in a string, as typed
+    with paths["about.csv"].open(newline="") as handle:
+        assert first_text in [row["value"] for row in csv.DictReader(handle)]
+    for path in paths.values():
+        assert "<img" not in path.name and "/" not in path.name
+    assert "<img" not in srcdoc(values["bertviz"])
