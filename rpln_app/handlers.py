@@ -16,6 +16,7 @@ from rpln_core.checks import check_flag, whole_number
 from rpln_core.errors import RplnError
 
 from . import inputs as check
+from .notes import FailedRuns, failed_run_notice, qa_notices
 from .registry import ModelRegistry
 from .trace_store import TraceRecord, TraceStore
 
@@ -31,13 +32,16 @@ def import_engine() -> None:
 
     Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
     """
-    global analysis, answer, classify, fill_mask, attention, layernorm, tasks
-    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims
-    from rpln_core import analysis, answer, classify, fill_mask  # noqa: F401
+    global analysis, answer, classify, fill_mask, tag, choose, generate, attention, layernorm, tasks
+    global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims, visible_token
+    global inside
+    from rpln_core import analysis, answer, choose, classify, fill_mask, generate, tag  # noqa: F401
     from rpln_core.ablation import outlier_ablation, parse_dims  # noqa: F401
     from viz import attention, layernorm, tasks  # noqa: F401
+    from viz.text import visible_token  # noqa: F401
 
     from .inside import InsideValues, empty_figure, inside_values, table_rows  # noqa: F401
+    from . import inside  # noqa: F401 - the bertviz views, the run's description and the charts' PNG names
 
 
 def importing_first(importer: Callable[[], None]) -> Callable[[Callable], Callable]:
@@ -64,6 +68,8 @@ def user_errors(fn: Callable, *, html: bool = True) -> Callable:
     `html`: the message goes to the browser's toast, which renders HTML, so it is escaped; gr.api endpoints pass
     False, as their callers (gradio_client, curl) read the message as plain text."""
     shown = toast_text if html else str
+    if inspect.isgeneratorfunction(fn):
+        return _streaming_user_errors(fn, html)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -78,6 +84,22 @@ def user_errors(fn: Callable, *, html: bool = True) -> Callable:
             raise gr.Error("Something went wrong while running the model; the app is still running.") from None
 
     return wrapper
+
+
+_DONE = object()
+
+
+def _streaming_user_errors(fn: Callable, html: bool) -> Callable:
+    """user_errors for a generator handler (a stream): its errors come while it is iterated, so each step is guarded."""
+
+    @functools.wraps(fn)
+    def stream(*args, **kwargs):
+        steps = fn(*args, **kwargs)
+        step = user_errors(lambda: next(steps, _DONE), html=html)
+        while (value := step()) is not _DONE:
+            yield value
+
+    return stream
 
 
 def api_endpoint(fn: Callable, **defaults: Any) -> Callable:
@@ -111,18 +133,36 @@ def gr_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-!|>~])", r"\\\1", html.escape(text, quote=False))
 
 
-def inside_outputs(trace: Trace) -> list[Any]:
-    """The inside-the-model panel's values in component order, adapted to Gradio components."""
-    values: InsideValues = inside_values(trace)
-    names, first = values.values["ln_choice"]
-    values.values["ln_choice"] = gr.Dropdown(choices=names, value=first)
-    if values.values["lens"] is None:
-        values.values["lens"] = empty_figure("The logit lens needs a masked-LM checkpoint and a <mask> in the text.")
-    sliders = [
-        gr.Slider(minimum=0, maximum=trace.num_layers - 1, value=0, step=1),
-        gr.Slider(minimum=0, maximum=trace.num_heads - 1, value=0, step=1),
+def inside_outputs(trace: Trace, about: Any = None) -> list[Any]:
+    """The inside-the-model panel's values in component order, adapted to Gradio components. `about`: the run
+    (an rpln_app.inside.RunAbout: task, model, inputs, result), written into the downloads so they stand alone."""
+    values: InsideValues = inside_values(trace, about=about)
+    v = values.values
+    names, first = v["ln_choice"]
+    v["ln_choice"] = gr.Dropdown(choices=names, value=first)
+    if v["lens"] is None:
+        v["lens"] = empty_figure("The logit lens needs a masked-LM checkpoint and a <mask> in the text.")
+    inside.name_png_downloads(v, trace)
+    view = v["bertviz_view"]
+    v["bertviz_view"] = gr.Radio(value=view)
+    v["bertviz_layer"], v["bertviz_head"] = layer_head_sliders(trace, v["bertviz_layer"], v["bertviz_head"],
+                                                               inside.BERTVIZ_PICKERS[view])
+    v["bertviz_download"] = download_button(v["bertviz_download"], view)
+    return layer_head_sliders(trace) + values.ordered()
+
+
+def layer_head_sliders(trace: Trace, layer: int = 0, head: int = 0, shown=(True, True)) -> list[gr.Slider]:
+    """The (layer, head) sliders for `trace`'s model, on (`layer`, `head`); `shown`: whether each is visible."""
+    return [
+        gr.Slider(minimum=0, maximum=trace.num_layers - 1, value=layer, step=1, visible=shown[0]),
+        gr.Slider(minimum=0, maximum=trace.num_heads - 1, value=head, step=1, visible=shown[1]),
     ]
-    return sliders + values.ordered()
+
+
+def download_button(path: str | None, view: str) -> gr.DownloadButton:
+    """The bertviz tab's download of the shown view (hidden when the view could not be drawn)."""
+    label = inside.BERTVIZ_VIEWS[view].lower()
+    return gr.DownloadButton(f"Download this {label} (HTML that works offline)", value=path, visible=path is not None)
 
 
 # Shown when a re-drawing event finds no stored run, or ran the model again for it.
@@ -131,8 +171,11 @@ RECOMPUTED = "This view was recomputed: its run had made way for newer ones, so 
 
 
 def engine_task(task: str) -> Callable:
-    """The engine function of a task tab: (loaded model, **inputs) -> result with a `.trace`."""
-    return {"fill-mask": fill_mask, "classification": classify, "qa": answer}[task]
+    """The engine function of a task tab: (loaded model, **inputs) -> result with a `.trace` that keeps the
+    queries and keys too, for bertviz's neuron view (rpln_app.inside.CAPTURE says why)."""
+    run = {"fill-mask": fill_mask, "classification": classify, "qa": answer, "token-classification": tag,
+           "multiple-choice": choose, "causal-lm": generate}[task]
+    return functools.partial(run, options=inside.CAPTURE)
 
 
 class Handlers:
@@ -141,6 +184,10 @@ class Handlers:
     def __init__(self, registry: ModelRegistry, traces: TraceStore | None = None):
         self.registry = registry
         self.traces = TraceStore() if traces is None else traces
+        # Keys of traces many sessions share (each tab's first results, rpln_app.arrivals): a visitor's next run
+        # must not discard them from under the others.
+        self.shared_keys: set[str] = set()
+        self.failures = FailedRuns()
 
     def run_task(self, task: str, model: str, inputs: dict[str, Any], previous: Any = None) -> tuple[Any, TraceRecord]:
         """Run a task tab's engine call and keep its trace; the result and the record a session keeps of it.
@@ -148,10 +195,14 @@ class Handlers:
         The `previous` record's trace (this tab's last run in this session) is dropped once the new run
         succeeds: nothing can draw from it any more, and a visitor clicking again and again should not push
         other visitors' traces out."""
-        result = engine_task(task)(self.registry.get(model), **inputs)
-        if isinstance(previous, TraceRecord):
+        result = engine_task(task)(self.registry.for_task(model, task), **inputs)
+        return result, self.keep(result.trace, task, model, inputs, previous)
+
+    def keep(self, trace: Any, task: str, model: str, inputs: dict[str, Any], previous: Any = None) -> TraceRecord:
+        """Store what a run's views draw from (`trace`) and return its record, dropping the `previous` record's."""
+        if isinstance(previous, TraceRecord) and previous.key not in self.shared_keys:
             self.traces.discard(previous.key)
-        return result, TraceRecord(self.traces.put(result.trace), task, model, inputs)
+        return TraceRecord(self.traces.put(trace), task, model, inputs)
 
     def trace_of(self, record: TraceRecord | None) -> Trace | None:
         """The trace `record` names: from the store, else by running its task again (and saying so)."""
@@ -169,45 +220,54 @@ class Handlers:
     # `previous` is the tab's record from this session's last run.
 
     @needs_engine
-    def fill_mask(self, model_name: str, text: str, top_k: float, previous: Any = None):
-        inputs = {"text": check.text(text, "text"), "top_k": check_top_k(top_k, "Top k")}
-        result, record = self.run_task("fill-mask", model_name, inputs, previous)
-        rows = [
-            {"mask": m + 1, "rank": r + 1, "token": p.token_str, "score": p.score, "sequence": p.sequence}
+    def fill_mask(self, model_name: str, text: str, top_k: float, previous: Any = None, request: gr.Request = None):
+        with self.failures.noting(session(request), "fill-mask"):
+            inputs = {"text": check.text(text, "text"), "top_k": check_top_k(top_k, "Top k")}
+            result, record = self.run_task("fill-mask", model_name, inputs, previous)
+        rows = [  # a bare-space prediction shows as ␣, not as an empty cell
+            {"mask": m + 1, "rank": r + 1, "token": visible_token(p.token_str), "score": p.score,
+             "sequence": p.sequence}
             for m, row in enumerate(result.predictions)
             for r, p in enumerate(row)
         ]
         task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result, mask=None)]
-        return task + inside_outputs(result.trace) + [record]
+        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
-    def classify(self, model_name: str, text: str, text_pair: str, previous: Any = None):
-        inputs = {"text": check.text(text, "text"), "text_pair": check.optional_text(text_pair, "second text")}
-        result, record = self.run_task("classification", model_name, inputs, previous)
+    def classify(self, model_name: str, text: str, text_pair: str, previous: Any = None, request: gr.Request = None):
+        with self.failures.noting(session(request), "classification"):
+            inputs = {"text": check.text(text, "text"), "text_pair": check.optional_text(text_pair, "second text")}
+            result, record = self.run_task("classification", model_name, inputs, previous)
         rows = [{"label": label.label, "score": label.score} for label in result.labels]
         task = [notices_markdown(result.notices), tasks.classification_figure(result), table_rows(rows)]
-        return task + inside_outputs(result.trace) + [record]
+        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
     def answer(self, model_name: str, question: str, context: str, top_k: float, impossible: bool,
-               previous: Any = None):
-        inputs = {
-            "question": check.text(question, "question"),
-            "context": check.text(context, "context"),
-            "top_k": check_top_k(top_k, "Answers"),
-            "handle_impossible_answer": check_flag(impossible, "Allow 'no answer'"),
-        }
-        result, record = self.run_task("qa", model_name, inputs, previous)
-        rows = [{"answer": a.answer, "score": a.score, "start": a.start, "end": a.end} for a in result.answers]
-        notices = result.notices + ([f"The context was read in {result.windows} windows; the views show window "
-                                     f"{result.window + 1}, which holds the best answer."] if result.windows > 1 else [])
+               previous: Any = None, request: gr.Request = None):
+        with self.failures.noting(session(request), "qa"):
+            inputs = {
+                "question": check.text(question, "question"),
+                "context": check.text(context, "context"),
+                "top_k": check_top_k(top_k, "Answers"),
+                "handle_impossible_answer": check_flag(impossible, "Allow 'no answer'"),
+            }
+            result, record = self.run_task("qa", model_name, inputs, previous)
+        rows = [{"answer": a.answer if a.start_token >= 0 else "(no answer)", "score": a.score, "start": a.start,
+                 "end": a.end} for a in result.answers]
         task = [
-            notices_markdown(notices),
+            notices_markdown(qa_notices(result, record.model, inputs["handle_impossible_answer"])),
             tasks.qa_highlight_html(result, context),
             table_rows(rows),
             tasks.qa_logits_figure(result),
         ]
-        return task + inside_outputs(result.trace) + [record]
+        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
+
+    def run_failed(self, task: str, record: Any, request: gr.Request = None) -> str:
+        """The tab's notice after its run failed: why (as the failing run noted it), and that the results still
+        shown are the previous run's, named by model and text."""
+        why, *previous = failed_run_notice(self.failures.take(session(request), task), record)
+        return "\n\n".join([f"**Not run:** {gr_escape(why)}", *(f"*{gr_escape(p)}*" for p in previous)])
 
     # --- follow-up events on a run's record: the stored trace, or the run again if it was evicted. `record` is
     # typed Any on purpose: Gradio resolves these hints at run time to find the SelectData parameter.
@@ -220,7 +280,23 @@ class Handlers:
             return gr.skip(), gr.skip()
         layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
         head = whole_number(head, "Head", 0, trace.num_heads - 1)
-        return attention.head_view(trace, layer, head), attention.model_view(trace, selected=(layer, head))
+        head_view = inside.png_named(attention.head_view(trace, layer, head), inside.chart_filename(trace, "head_view"))
+        return head_view, attention.model_view(trace, selected=(layer, head))
+
+    @needs_engine
+    def bertviz_view(self, record: Any, view: str, layer: float, head: float):
+        """bertviz's `view` ("head", "model", "neuron") on (`layer`, `head`) where it takes them: the page, its
+        download, and the (layer, head) pickers shown where the view takes them."""
+        trace = self.trace_of(record)
+        if trace is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
+        head = whole_number(head, "Head", 0, trace.num_heads - 1)
+        directory = inside.fresh_export_directory(inside.EXPORT_ROOT)
+        about = inside.RunAbout.of(record) if isinstance(record, TraceRecord) else None
+        page, path = inside.bertviz_values(trace, view, layer, head, directory, about)
+        sliders = layer_head_sliders(trace, layer, head, inside.BERTVIZ_PICKERS[view])
+        return page, download_button(path, view), *sliders
 
     @needs_engine
     def model_view_click(self, record: Any, evt: gr.SelectData):
@@ -246,7 +322,7 @@ class Handlers:
             return gr.skip()
         if name not in {stats.name for stats in trace.layernorms}:
             raise RplnError(f"This run has no LayerNorm called {name!r}.")
-        return layernorm.gamma_beta_figure(trace, name)
+        return inside.png_named(layernorm.gamma_beta_figure(trace, name), inside.chart_filename(trace, "gamma_beta"))
 
     @staticmethod
     def fill_in(text: str, evt: gr.SelectData, mask_token: str = "<mask>"):
@@ -264,10 +340,11 @@ class Handlers:
 
     # --- the model picker
 
-    def pick_model(self, name: str, previous: str):
-        """Load the chosen model now; if it cannot be loaded, say why and keep the previous one."""
+    def pick_model(self, name: str, previous: str, task: str | None = None):
+        """Load the chosen model now; if it cannot be loaded, or lacks `task`'s head (a task tab's picker), say why
+        and keep the previous one."""
         try:
-            self.registry.get(name)
+            self.registry.for_task(name, task) if task else self.registry.get(name)
         except RplnError as error:
             gr.Warning(toast_text(f"{error.message} Keeping {previous}."))
             return previous, previous
@@ -279,19 +356,20 @@ class Handlers:
     @needs_engine
     def fill_mask_api(self, text: str, model: str, top_k: int = 5) -> dict:
         text, top_k = check.text(text, "text"), check_top_k(top_k, "top_k")
-        result = fill_mask(self.registry.get(model), text, top_k=top_k)
+        result = fill_mask(self.registry.for_task(model, "fill-mask", api=True), text, top_k=top_k)
         return {"model": model, "predictions": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
     @needs_engine
     def classify_api(self, text: str, model: str, text_pair: str = "") -> dict:
         text, text_pair = check.text(text, "text"), check.optional_text(text_pair, "text_pair")
-        result = classify(self.registry.get(model), text, text_pair)
+        result = classify(self.registry.for_task(model, "classification", api=True), text, text_pair)
         return {"model": model, "labels": result.to_pipeline(), **trace_summary(result.trace, result.notices)}
 
     @needs_engine
     def answer_api(self, question: str, context: str, model: str, top_k: int = 1) -> dict:
         question, context = check.text(question, "question"), check.text(context, "context")
-        result = answer(self.registry.get(model), question, context, top_k=check_top_k(top_k, "top_k"))
+        result = answer(self.registry.for_task(model, "qa", api=True), question, context,
+                        top_k=check_top_k(top_k, "top_k"))
         answers = result.to_pipeline()
         return {"model": model, "answers": answers if isinstance(answers, list) else [answers],
                 **trace_summary(result.trace, result.notices)}
@@ -314,6 +392,11 @@ def _fill(text: str, mask_token: str, mask_number: int, token: str) -> str:
     head = mask_token.join(pieces[:mask_number]).rstrip(" ")
     tail = mask_token.join(pieces[mask_number:])
     return head + token + tail
+
+
+def session(request: gr.Request | None) -> str | None:
+    """The visitor's session id; None when a handler is called in-process."""
+    return getattr(request, "session_hash", None)
 
 
 def trace_summary(trace: Trace, notices: list[str]) -> dict:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rpln_core.errors import RplnError
 
 from . import inputs as check
+from .pickers import LOADED_TASKS, model_facts, refuse_other_head
 
 if TYPE_CHECKING:
     from rpln_core.load import LoadedModel
@@ -75,6 +76,25 @@ class ModelRegistry:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return model
+
+    def head(self, name: str) -> str | None:
+        """Which task tab `name` belongs to, read from its config.json without loading it; None when unknown.
+
+        Public mode answers only for the allow-list: a typed path's config is nobody's business there."""
+        name = check.model(name)
+        if self.public and name not in self.allowed:
+            return None
+        return model_facts(name).head
+
+    def for_task(self, name: str, task: str, api: bool = False) -> LoadedModel:
+        """The loaded model `name` if it has `task`'s head, else a message naming the tab (or endpoint) it fits.
+
+        The cheap check comes first, so a wrong pick reads no weights; a model whose head showed only once
+        loaded (a Hub id not downloaded before) is checked again."""
+        refuse_other_head(name, self.head(name), task, api)
+        model = self.get(name)
+        refuse_other_head(name, LOADED_TASKS.get(model.task, model.task), task, api)
+        return model
 
 
 def limit_threads(requested: int = 0) -> int:

@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from rpln_core.catalog import HUB_PRESETS, bundled_models
 from rpln_core.errors import RplnError
 
+from .pickers import TASKS, picker_choices
+
 DEFAULT_MODELS = {
     "fill-mask": "preln-mini",
     "classification": "preln-mini-sentiment",
     "qa": "preln-mini-qa",
+    "token-classification": "preln-mini-pos",
+    "multiple-choice": "preln-mini-choice",
+    "causal-lm": "preln-mini-causal",
     "compare-left": "preln-mini",
     "compare-right": "postln-mini",
 }
@@ -28,6 +33,8 @@ BUDGET_VARIABLES = {
     "RPLN_MAX_WINDOWS": "max_windows",
     "RPLN_MAX_TOP_K": "max_top_k",
     "RPLN_MAX_MASKS": "max_masks",
+    "RPLN_MAX_NEW_TOKENS": "max_new_tokens",
+    "RPLN_MAX_CHOICES": "max_choices",
 }
 
 
@@ -113,8 +120,10 @@ def from_environment(argv: list[str] | None = None, env: dict | None = None) -> 
         if chosen:
             defaults[task] = chosen
         elif defaults[task] not in models:
+            # A task tab starts on the first listed model with its head (one of unknown head if none is known).
+            fitting = [name for _, name in picker_choices(models, task)] if task in TASKS else []
             fallback = FALLBACK_MODELS.get(task)
-            defaults[task] = fallback if fallback in models else models[0]
+            defaults[task] = fitting[0] if fitting else fallback if fallback in models else models[0]
     budgets = {budget: _whole(env, name, None) for name, budget in BUDGET_VARIABLES.items()}
     base = Settings()
     upload_mb = env.get("RPLN_MAX_UPLOAD_MB", "").strip()

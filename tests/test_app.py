@@ -11,6 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from rpln_app.handlers import Handlers, _fill, user_errors
+from rpln_app.keys import INSIDE_KEYS
 from rpln_app.registry import ModelRegistry
 from rpln_core import answer, classify, fill_mask, load_model
 from rpln_core.compare import compare as compare_models
@@ -100,9 +101,9 @@ def test_the_fill_mask_tab_returns_every_view(client, models):
     outputs = client.predict(models["fill-mask"], "The cat sat on the <mask>.", 5, api_name="/ui_fill_mask")
     notices, table, chart, layer, head, *inside = outputs  # the trace stays on the server, in session state
     assert table["data"][0][:2] == [1, 1]
-    assert len(inside) == 15 and all(value is not None for value in inside)
-    exports = inside[-1]
-    assert sorted(path.rsplit(".", 1)[1] for path in exports) == ["csv", "csv", "csv", "json"]
+    assert len(inside) == len(INSIDE_KEYS) and all(value is not None for value in inside)
+    exports = inside[-1]  # the run's JSON, its description, the result and three statistics tables as CSV
+    assert sorted(path.rsplit(".", 1)[1] for path in exports) == ["csv"] * 5 + ["json"]
 
 
 def test_user_text_reaches_html_only_escaped(client, models):

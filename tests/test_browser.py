@@ -55,7 +55,7 @@ def data_rows(tab):
 
 
 def open_tab(page, name: str):
-    page.get_by_role("tab", name=name).click()
+    page.get_by_role("tab", name=name, exact=True).click()  # "Classification", not "Token classification"
     return page.locator(".tabitem:visible").first
 
 
@@ -75,8 +75,9 @@ def test_fill_mask_tab_shows_predictions_and_views_and_runs_no_user_html(page):
     tab.get_by_label("Text with one or more <mask>").fill(f"The {HOSTILE} sat on the <mask>.")
     tab.get_by_role("button", name="Predict").click()
     rows = data_rows(tab)
-    expect(rows).to_have_count(5, timeout=RESULT_TIMEOUT_MS)
-    assert HOSTILE in rows.first.inner_text()  # the sequence column shows the typed tag as text
+    # The tab opened with its example's results: wait for this run's, whose sequence column shows the tag as text.
+    expect(rows.first).to_contain_text(HOSTILE, timeout=RESULT_TIMEOUT_MS)
+    expect(rows).to_have_count(5)
     assert tab.locator("img[src='x']").count() == 0
     assert_inside_views_rendered(tab, "fill-mask.png")
     assert page.dialogs == []
@@ -94,10 +95,10 @@ def test_qa_tab_highlights_an_answer_and_escapes_the_context(page):
     tab = open_tab(page, "Question answering")
     tab.get_by_label("Context").fill(f"The king {HOSTILE} wrote the letter in 1790.")
     tab.get_by_role("button", name="Answer").click()
+    # Shown as text, not turned into an element (the tab opened with its example's answer: wait for this one).
+    expect(tab.locator(".qa-context").first).to_contain_text(HOSTILE, timeout=RESULT_TIMEOUT_MS)
     mark = tab.locator("mark").first
-    mark.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert mark.inner_text().strip()
-    assert HOSTILE in tab.inner_text()  # shown as text, not turned into an element
     assert tab.locator("img[src='x']").count() == 0
     assert_inside_views_rendered(tab, "qa.png")
     assert page.dialogs == []
@@ -129,18 +130,18 @@ def test_clicking_a_model_view_thumbnail_opens_that_head(page, app_server):
 
 def test_teaching_tab_compares_the_twins_runs_the_experiment_and_draws_the_curves(page):
     tab = open_tab(page, "Pre-LN vs Post-LN")
-    plots = tab.locator(".js-plotly-plot")
-    expect(plots).to_have_count(2, timeout=RESULT_TIMEOUT_MS)  # the recorded curves come with the page
+    plots = tab.locator(".js-plotly-plot:visible")
+    expect(plots).to_have_count(9, timeout=RESULT_TIMEOUT_MS)  # every step of the lesson comes with the page
+    tab.get_by_text("More from the comparison").click()  # predictions and entropy wait in a closed section
     tab.get_by_role("button", name="Compare").click()
     expect(data_rows(tab.locator("#compare-predictions"))).to_have_count(5, timeout=RESULT_TIMEOUT_MS)  # both top 5s
-    expect(plots).to_have_count(7, timeout=RESULT_TIMEOUT_MS)  # two layer diagrams and three comparisons
+    expect(plots).to_have_count(10, timeout=RESULT_TIMEOUT_MS)  # and the entropy of both
     expect(tab.locator(".annotation-text", has_text="Self-attention")).to_have_count(2)  # both diagrams drew
     tab.get_by_role("spinbutton", name="number input for Layers").fill("6")
     tab.get_by_role("button", name="Run the experiment").click()
-    expect(plots).to_have_count(10, timeout=RESULT_TIMEOUT_MS)
-    expect(tab.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_attached()
+    drawn = tab.locator("#lesson-init-gradients .gtitle", has_text="6 layers")
+    expect(drawn).to_have_count(1, timeout=RESULT_TIMEOUT_MS)
     tab.get_by_role("button", name="Switch off the outlier dimensions").click()
-    expect(plots).to_have_count(11, timeout=RESULT_TIMEOUT_MS)
     # Both twins, two panels: four groups of three bars (intact, outliers off, random) are drawn.
     expect(tab.locator(".js-plotly-plot .barlayer .trace")).to_have_count(4, timeout=RESULT_TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)

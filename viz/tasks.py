@@ -27,13 +27,17 @@ def ranked_bars(labels: list[str], scores: list[float], title: str, axis: str) -
             orientation="h",
             customdata=labels,
             text=[f"{score:.3f}" for score in scores],
-            textposition="auto",
+            # Outside the bar: inside a short bar plotly turned the number on its side.
+            textposition="outside",
+            cliponaxis=False,
             marker_color="#4a7fb5",
             hovertemplate="%{customdata}: %{x:.4f}<extra></extra>",
         )
     )
     fig.update_yaxes(autorange="reversed", **index_ticks(labels))
     fig.update_xaxes(title=axis)
+    if scores and min(scores) >= 0:  # room right of the longest bar for its number
+        fig.update_xaxes(range=[0, max(scores) * 1.15 or 1])
     return finish(fig, title, height=max(300, 28 * len(labels) + 120))
 
 
