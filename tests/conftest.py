@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +15,9 @@ from rpln_core import synthetic
 from rpln_core.load import load_model
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The bundled deltas (rpln_core.deltas) are built into checkpoints on first load: into this session's own folder
+# (app servers the tests start inherit it), not the user's cache.
+os.environ.setdefault("RPLN_DELTA_CACHE", tempfile.mkdtemp(prefix="rpln-test-deltas-"))
 
 # A large init spread makes predictions peaked, so rankings compared with pipelines are not near-ties.
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=66, initializer_range=0.2)
@@ -88,10 +93,49 @@ def app_server():
     from rpln_core.catalog import bundled_models
 
     models = {**DEFAULT_MODELS, "post-ln": "postln-mini"}
-    settings = Settings(port=free_port(), public=True, models=bundled_models())
+    yield from serve(app_module, Settings(port=free_port(), public=True, models=bundled_models()), models)
+
+
+def serve(app_module, settings, models: dict[str, str], warmed: bool = False):
+    """Serve the app built for `settings` on its loopback port until the fixture that yields from this ends.
+
+    `warmed`: first wait for the tabs' first results (app.py computes them in its "first-results" thread), so that
+    no test loads a model beside that thread, and the process never exits with it still inside torch (an abort)."""
     demo = app_module.build_demo(settings)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
+    if warmed:
+        for thread in threading.enumerate():
+            if thread.name == "first-results":
+                thread.join(timeout=300)
     try:
         yield AppServer(f"http://127.0.0.1:{settings.port}/", models)
     finally:
         demo.close()
+
+
+# Labels of the tiny token classifier: BIO tags, so the aggregation strategies have runs to group.
+BIO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+@pytest.fixture(scope="session")
+def head_checkpoints(checkpoint_dir):
+    """Tiny random checkpoints of the token-classification, multiple-choice and causal-LM heads: task -> directory."""
+    bio = {"id2label": dict(enumerate(BIO_LABELS)), "label2id": {label: i for i, label in enumerate(BIO_LABELS)}}
+    return {
+        "token-classification": str(checkpoint_dir("pre-ln", "token-classification", **bio)),
+        "multiple-choice": str(checkpoint_dir("pre-ln", "multiple-choice")),
+        "causal-lm": str(checkpoint_dir("pre-ln", "causal-lm")),
+    }
+
+
+@pytest.fixture(scope="session")
+def head_app_server(head_checkpoints):
+    """The app in public mode with the bundled models and the tiny head checkpoints, which the head tabs start with."""
+    import app as app_module
+    from rpln_app.settings import DEFAULT_MODELS, Settings
+    from rpln_core.catalog import bundled_models
+
+    models = {**DEFAULT_MODELS, **head_checkpoints}
+    settings = Settings(port=free_port(), public=True, models=bundled_models() + list(head_checkpoints.values()),
+                        defaults=models)
+    yield from serve(app_module, settings, models, warmed=True)

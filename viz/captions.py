@@ -22,6 +22,15 @@ CAPTIONS: dict[str, str] = {
         "itself, a line just off the diagonal the previous or next token, a dark first column attention to "
         "`<s>`. The head shown in the head view is framed in orange; click a thumbnail to open it there."
     ),
+    "bertviz": (
+        "bertviz's views of the same attention (Vig 2019). Head view: every head of one layer at once, a "
+        "colour per head; a line joins each token on the left to the tokens it reads on the right, darker for "
+        "more weight. Hover over a token to see only its lines; click the colour squares to pick heads. Model "
+        "view: a thumbnail per layer and head; click one to enlarge it. Neuron view: how one head computes "
+        "its weights: hover over a token on the left and press its ⊕ to see its query q, each token's key k, their "
+        "product q × k element by element and the sum q·k, before the softmax turns these into weights. Pairs of "
+        "texts (a second text, or a question and its context) get a menu to show only attention between them."
+    ),
     "entropy_heatmap": (
         "How spread out each head's attention is, averaged over query tokens, in nats. 0 means every query "
         "looks at a single token; log(number of tokens) means it spreads evenly over all of them. Low-entropy "
@@ -120,7 +129,7 @@ CAPTIONS: dict[str, str] = {
         "every sublayer's output piles on and the norm grows with depth; post-LN re-normalises after each "
         "sublayer, so the norm stays flat. At "
         "initialisation this is Xiong et al. 2020, Lemma 2: post-LN's E‖x‖² is 3d/2 at every layer, "
-        "pre-LN's grows linearly with depth; trained models keep the pattern (see the experiment below)."
+        "pre-LN's grows linearly with depth; trained models keep the pattern (step 3 measures it at initialisation)."
     ),
     "layernorm_scale_figure": (
         "Each LayerNorm divides its input by the input's standard deviation σ; this is the average factor 1/σ it "
@@ -157,9 +166,12 @@ CAPTIONS: dict[str, str] = {
         "relative init; with 0.02 at a small width both models act almost like the identity."
     ),
     "depth_sweep_figure": (
-        "The last layer's gradient norm against depth L, for fresh models of each depth. Theorem 1 of Xiong "
-        "et al. 2020: for pre-LN it scales like 1/√L (the dashed line), for post-LN it stays about level. "
-        "Deeper post-LN models therefore take the largest steps right at the start of training."
+        "The last layer's gradient norm against depth L, for fresh models of each depth, on log-log axes. "
+        "Theorem 1 of Xiong et al. 2020: for pre-LN it scales like 1/√L (the dashed line, drawn through the "
+        "shallowest model), for post-LN it stays about level. The theorem assumes an idealised initialisation; "
+        "with transformers' own init at these small widths pre-LN's gradient falls with depth, but more slowly "
+        "than the dashed line. Post-LN's does not fall, so deeper post-LN models take the largest steps right "
+        "at the start of training."
     ),
     "residual_init_figure": (
         "The residual-stream norm at initialisation, at `embed` and after each layer (`resid_post[l]`), with "
@@ -178,9 +190,9 @@ CAPTIONS: dict[str, str] = {
     ),
     "gradient_curves_figure": (
         "The gradient norm of one layer per step (log scale), from the same runs. Look at layer 0 (`blocks.0`) without "
-        "warm-up at 2e-3: post-LN's gradient collapses by seven orders of magnitude in the first hundred steps and "
-        "the layer stops learning, while pre-LN's stays healthy. The whole-model norm hides this, since the embeddings "
-        "and output layer still get gradient."
+        "warm-up at 2e-3: post-LN's gradient falls by about five orders of magnitude in the first fifty steps and "
+        "seven by the end, so the layer stops learning, while pre-LN's stays healthy. The whole-model norm hides "
+        "this, since the embeddings and output layer still get gradient."
     ),
     # --- task outputs -------------------------------------------------------------------------------
     "fill_mask_figure": (
@@ -199,4 +211,41 @@ CAPTIONS: dict[str, str] = {
         "window that held the best answer."
     ),
     "qa_highlight_html": "The context with the model's best answer highlighted.",
+    # --- the other heads (viz.heads) ----------------------------------------------------------------
+    "tag_spans": (
+        "The text with each tagged piece marked by its label. The token-classification head reads every token's "
+        "final stream on its own and gives it a label; the aggregation strategy decides how tokens become "
+        "rows: `none` keeps one per token, `simple` joins neighbours with the same tag, and `first`, `average` "
+        "and `max` first give every word one label (its first token's, the mean over its tokens, its most "
+        "confident token's). Labels the model treats as \"outside\" (`O`) are left unmarked."
+    ),
+    "token_scores_figure": (
+        "Every token's probability for every label (a softmax per token, so each column adds up to 1), `<s>` "
+        "and `</s>` included although no row reports them. A dark cell alone in its column is a confident "
+        "decision; a column of pale cells is a token the model could not place."
+    ),
+    "choice_figure": (
+        "How likely the model finds each choice. The head reads each \"context + choice\" pair on its own, gives "
+        "it one number (a logit, from the pooled `<s>` stream), and the softmax over the choices' logits turns "
+        "them into probabilities that add up to 1: a choice is only ever judged against the others given."
+    ),
+    "differing_spans": (
+        "The input of the choice whose inside views are shown, as the model read it: `<s>` context `</s></s>` "
+        "choice `</s>`. Marked: the tokens that not every choice shares. Up to the first of them, every choice's "
+        "pass is the same, token for token, in every layer, since each token reads only this one input; "
+        "compare the inside views of two choices from there on."
+    ),
+    "candidates_figure": (
+        "At each step (columns) the model's most probable next tokens (rows, best first), shaded by probability "
+        "on a log scale. These are the model's own probabilities, before temperature, top-k and top-p reshape "
+        "them for sampling; the outlined cell is the token the step took (greedy decoding always takes rank 1; "
+        "sampling may take a lower one, or one outside this list, then nothing is outlined)."
+    ),
+    "step_lens_figure": (
+        "The logit lens at one step of the generation: the stream at the last token, read after each layer "
+        "through the model's own output layers (pre-LN: the final LayerNorm, then the LM head), shows what the "
+        "model would have predicted next had it stopped at that layer. Watch at which layer the token it chose "
+        "reaches rank 1. The attention in the views below is causal: a token reads only itself and the tokens "
+        "before it, so every head's pattern is zero above the diagonal."
+    ),
 }
