@@ -99,3 +99,14 @@ def test_client_example_runs_against_the_served_app(app_server):
     assert left["growth_factor"] == pytest.approx(1.16, abs=0.01) and right["growth_factor"] == pytest.approx(1.0, abs=0.01)
     assert [run["condition"] for run in namespace["busted"]["runs"]][:2] == ["intact", "outlier dims off"]
     assert len(namespace["busted"]["runs"]) == 5
+
+
+def test_the_other_heads_examples_return_what_their_comments_show(api_example):
+    assert [(e.word, e.label) for e in api_example["tags"].entities][:4] == [
+        ("The", "DT"), ("Ġold", "JJ"), ("Ġman", "NN"), ("Ġwalked", "VBD")]
+    picked = api_example["picked"]
+    assert picked.choices[picked.best].choice == "the dividend of a fraction"
+    story = api_example["story"]
+    assert (story.text, story.stopped_by) == (" the world.", "eos")
+    first = story.steps[0].candidates
+    assert [c.token_str for c in first[:3]] == [" the", ",", "."] and first[0].probability == pytest.approx(0.11, abs=5e-3)
