@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpln_core.catalog import BUNDLED_DIR, ModelCard, bundled_models, checkpoint_config, model_card
+from rpln_core.catalog import ARCHITECTURE_TASKS, BUNDLED_DIR, ModelCard, bundled_models, checkpoint_config, model_card
 from rpln_core.errors import RplnError
 
 # the task tabs, in page order
@@ -30,18 +30,10 @@ HEAD_WORDS = {
     "causal-lm": "a text-generation (causal-LM)",
     "base": "a bare-encoder (no task head)",
 }
-# The head a config.json's `architectures` names, by class suffix, "Model" (no head) last as every name ends so.
-# The loader's own table (rpln_core.load.ARCHITECTURE_TASKS) lives beside torch; this one is a hint the loader checks.
-CLASS_SUFFIXES = {
-    "ForMaskedLM": "fill-mask",
-    "ForSequenceClassification": "classification",
-    "ForQuestionAnswering": "qa",
-    "ForTokenClassification": "token-classification",
-    "ForMultipleChoice": "multiple-choice",
-    "ForCausalLM": "causal-lm",
-    "Model": "base",
-}
 LOADED_TASKS = {"mlm": "fill-mask"}  # a loaded model's task where the tabs name it otherwise
+# The head a config.json's `architectures` names, by class suffix: the loader's table in the tabs' words, "Model" (no
+# head) last as every name ends so. A hint the loader checks.
+CLASS_SUFFIXES = {suffix: LOADED_TASKS.get(task, task) for suffix, task in ARCHITECTURE_TASKS.items()}
 MODEL_TYPES = ("roberta", "roberta-prelayernorm")
 # RoBERTa reads 512 tokens: a model that reads (or was trained on) fewer gets its limit next to the text box.
 LONG_ENOUGH = 512

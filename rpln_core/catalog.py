@@ -18,6 +18,19 @@ from pathlib import Path
 # which holds only the code, at a folder of checkpoints.
 BUNDLED_DIR = Path(os.environ.get("RPLN_BUNDLED_DIR") or Path(__file__).resolve().parent.parent / "models")
 
+# The seven classes transformers defines on the encoder, by class suffix (the same for both placements), and the task
+# each one's head runs (rpln_core.load.Task); any other head is refused. "Model" (no head) is last, as every class
+# name ends so. Here rather than in load.py so that the app's pickers read it without importing torch.
+ARCHITECTURE_TASKS = {
+    "ForMaskedLM": "mlm",
+    "ForSequenceClassification": "classification",
+    "ForQuestionAnswering": "qa",
+    "ForTokenClassification": "token-classification",
+    "ForMultipleChoice": "multiple-choice",
+    "ForCausalLM": "causal-lm",
+    "Model": "base",
+}
+
 WETTIG_2023 = (
     'Wettig, Gao, Zhong & Chen (2023), "Should You Mask 15% in Masked Language Modeling?", EACL 2023 '
     "(arXiv:2202.08005); trained with DinkyTrain (fairseq), converted to transformers by Andreas Madsen"

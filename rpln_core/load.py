@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from . import deltas, synthetic
 from .building import BUILDING_MODELS
-from .catalog import BUNDLED_DIR, HUB_PRESETS, bundled_models  # noqa: F401 - re-exported
+from .catalog import ARCHITECTURE_TASKS, BUNDLED_DIR, HUB_PRESETS, bundled_models  # noqa: F401 - re-exported
 from .errors import RplnError
 
 Architecture = Literal["pre-ln", "post-ln"]
@@ -39,17 +39,7 @@ Task = Literal["mlm", "classification", "qa", "token-classification", "multiple-
 
 MODEL_TYPES: dict[str, Architecture] = {"roberta-prelayernorm": "pre-ln", "roberta": "post-ln"}
 
-# The seven classes transformers defines on the encoder (the same suffixes for both placements); any other head is
-# refused.
-ARCHITECTURE_TASKS: dict[str, Task] = {
-    "ForMaskedLM": "mlm",
-    "ForSequenceClassification": "classification",
-    "ForQuestionAnswering": "qa",
-    "ForTokenClassification": "token-classification",
-    "ForMultipleChoice": "multiple-choice",
-    "ForCausalLM": "causal-lm",
-    "Model": "base",
-}
+# The task of each head class, by suffix: ARCHITECTURE_TASKS, from catalog.py (torch-free, for the app's pickers).
 TASK_SUFFIX = {task: suffix for suffix, task in ARCHITECTURE_TASKS.items()}
 CLASS_PREFIX: dict[Architecture, str] = {"pre-ln": "RobertaPreLayerNorm", "post-ln": "Roberta"}
 

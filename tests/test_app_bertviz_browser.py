@@ -8,40 +8,26 @@ tests/test_browser.py.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+from tests.browser_support import ARTIFACTS, VIEWPORT, expect, launched_browser
+
 HOSTILE = "<img src=x onerror=alert(1)> </script>"
 LOCAL_SCHEMES = {"data", "blob", "about", "file"}
 RESULT_TIMEOUT_MS = 90_000  # CI's 2 cores may be busy with the rest of the suite
 DRAWN_MS = 20_000
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
-    pytest.skip("no Chromium found (apt-get install chromium); skipping browser tests", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("bertviz", reason="bertviz is not installed (pip install bertviz==1.4.1)")
-expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
 def browser(app_server):
     """A browser context whose requests may reach only the app's server; what else is tried is recorded."""
     server = urlsplit(app_server.url).netloc
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    with launched_browser() as browser:
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
         context.left = []
 
         def leaves(url: str) -> bool:

@@ -7,8 +7,6 @@ set) a missing browser is a failure, as in tests/test_browser.py.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,15 +16,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+from tests.browser_support import ARTIFACTS, launched_browser
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
-    pytest.skip("no Chromium found (apt-get install chromium); skipping browser tests", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("bertviz", reason="bertviz is not installed (pip install bertviz==1.4.1)")
 
 from rpln_core import fill_mask  # noqa: E402
@@ -39,15 +30,8 @@ DRAWN_MS = 15_000  # CI's two cores may be busy with the rest of the suite
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_browser() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -6,47 +6,24 @@ in CI (`CI` set) a missing browser is a failure, since .ci/run installs it.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 from rpln_core.load import load_model
+from tests.browser_support import ARTIFACTS, expect, opened_page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
-    pytest.skip("no Chromium found (apt-get install chromium); skipping browser tests", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
 MODEL_VIEW_IMAGE = "img[src^='data:'], img[src*='/file=']"
 RESULT_TIMEOUT_MS = 90_000  # CI's 2 cores may be busy with the rest of the suite
 
 
 @pytest.fixture(scope="module")
 def page(app_server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.dialogs = []  # any alert() would mean user text ran as code
-        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(app_server.url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("button", name="Predict").wait_for(timeout=60_000)
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "last-page.png"), full_page=True)  # for a failing run's review
-            browser.close()
+    with opened_page(app_server.url, screenshot="last-page.png", wait_for=wait_for_the_app) as page:
+        yield page
+
+
+def wait_for_the_app(page):
+    page.get_by_role("button", name="Predict").wait_for(timeout=60_000)
 
 
 def data_rows(tab):

@@ -7,27 +7,20 @@ import time
 
 import pytest
 
-from tests.test_browser import CHROMIUM, RESULT_TIMEOUT_MS, data_rows, sync_api
+from tests.browser_support import VIEWPORT, expect, launched_browser
+from tests.test_browser import RESULT_TIMEOUT_MS, data_rows
 
-expect = sync_api.expect
 START_UP_BUDGET_S = 10.0  # what `python app.py` may take to serve (bench/bench_app.py); the first results too
 
 
 @pytest.fixture(scope="module")
 def browser(app_server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_browser() as browser:
+        yield browser
 
 
 def open_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport=VIEWPORT)
     page.goto(url, wait_until="domcontentloaded", timeout=60_000)
     return page
 

@@ -6,42 +6,21 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser_support import expect, opened_page
 from tests.test_browser import (
-    ARTIFACTS,
-    CHROMIUM,
     HOSTILE,
     RESULT_TIMEOUT_MS,
     assert_inside_views_rendered,
     data_rows,
-    sync_api,
+    open_tab,
+    wait_for_the_app,
 )
-
-expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
 def page(head_app_server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.dialogs = []  # any alert() would mean user text ran as code
-        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(head_app_server.url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("button", name="Predict").wait_for(timeout=60_000)
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "last-head-page.png"), full_page=True)
-            browser.close()
-
-
-def open_tab(page, name: str):
-    page.get_by_role("tab", name=name, exact=True).click()
-    return page.locator(".tabitem:visible").first
+    with opened_page(head_app_server.url, screenshot="last-head-page.png", wait_for=wait_for_the_app) as page:
+        yield page
 
 
 PIECES_TEXT = "box => Array.from(box.querySelectorAll('.text'), piece => piece.textContent).join('')"

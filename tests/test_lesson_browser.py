@@ -6,22 +6,10 @@ Drives Debian's Chromium through Playwright, as tests/test_browser.py does (and 
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+from tests.browser_support import expect, opened_page
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
-    pytest.skip("no Chromium found (apt-get install chromium); skipping browser tests", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
 ARRIVAL_TIMEOUT_MS = 120_000  # the first page load computes the lesson; CI's 2 cores may be busy meanwhile
 
 # Per step: the charts it shows as the page opens, and what each must have drawn (plotly's layer classes).
@@ -37,22 +25,12 @@ STEP_CHARTS = {
 @pytest.fixture(scope="module")
 def lesson(app_server):
     """The lesson tab of a freshly opened page; nothing on the page has been clicked but the tab itself."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.dialogs = []
-        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(app_server.url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="Pre-LN vs Post-LN").click()
-        try:
-            yield page.locator(".tabitem:visible").first
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "lesson.png"), full_page=True)
-            browser.close()
+    with opened_page(app_server.url, screenshot="lesson.png", wait_for=open_the_lesson) as page:
+        yield page.locator(".tabitem:visible").first
+
+
+def open_the_lesson(page):
+    page.get_by_role("tab", name="Pre-LN vs Post-LN").click()
 
 
 @pytest.mark.parametrize("number", sorted(STEP_CHARTS))

@@ -17,8 +17,8 @@ from rpln_core.tasks.choice import ChoiceResult
 from rpln_core.tasks.generate import GenerationStep
 from rpln_core.tasks.tag import TagResult
 
-from .layout import finish, log10_colorbar, sig4
-from .lens import CELL_TEXT_SIZE, COLORSCALE, LOWEST_LOG10_P, TEXT_COLOUR, lens_figure
+from .layout import finish, sig4
+from .lens import LOWEST_LOG10_P, lens_figure, token_probability_heatmap
 from .tasks import ranked_bars
 from .text import plot_label, token_label, token_labels, visible_token
 
@@ -118,21 +118,10 @@ def candidates_figure(steps: list[GenerationStep]) -> go.Figure:
     rows = [str(rank + 1) for rank in range(ranks)]
     low = max(LOWEST_LOG10_P, math.floor(min([v for row in z for v in row if not math.isnan(v)] + [0.0])))
     fig = go.Figure(
-        go.Heatmap(
-            z=sig4(z) if steps else [],
-            x=columns,
-            y=rows,
-            text=text,
-            customdata=sig4(probs) if steps else [],
+        token_probability_heatmap(
+            sig4(z) if steps else [], sig4(probs) if steps else [], x=columns, y=rows, text=text, low=low,
             # Past MOST_CELL_TEXTS steps a cell is too narrow for its token: the hover still names it.
             texttemplate="%{text}" if len(steps) <= MOST_CELL_TEXTS else "",
-            textfont=dict(size=CELL_TEXT_SIZE, color=TEXT_COLOUR),
-            zmin=low,
-            zmax=0,
-            colorscale=COLORSCALE,
-            xgap=1,
-            ygap=1,
-            colorbar=dict(thickness=12, **log10_colorbar(low, 0, "p", most=4)),
             hovertemplate="step %{x}, rank %{y}: %{text} (p = %{customdata:.3g})<extra></extra>",
         )
     )

@@ -38,20 +38,8 @@ def lens_figure(trace: Trace, mask: int = 0) -> go.Figure | None:
     log_p = probs.clamp_min(10.0**LOWEST_LOG10_P).log10()
     low = max(LOWEST_LOG10_P, math.floor(float(log_p.min()))) if log_p.numel() else LOWEST_LOG10_P
     fig = go.Figure(
-        go.Heatmap(
-            z=sig4(log_p),
-            x=ranks,
-            y=rows,
-            text=strings,
-            customdata=sig4(probs),
-            texttemplate="%{text}",
-            textfont=dict(size=CELL_TEXT_SIZE, color=TEXT_COLOUR),
-            zmin=low,
-            zmax=0,
-            colorscale=COLORSCALE,
-            xgap=1,
-            ygap=1,
-            colorbar=dict(thickness=12, **log10_colorbar(low, 0, "p", most=4)),
+        token_probability_heatmap(
+            sig4(log_p), sig4(probs), x=ranks, y=rows, text=strings, low=low,
             hovertemplate="%{y}, rank %{x}: %{text} (p = %{customdata:.3g})<extra></extra>",
         )
     )
@@ -63,3 +51,24 @@ def lens_figure(trace: Trace, mask: int = 0) -> go.Figure | None:
     # The rank axis sits on top: the title goes to the very top, above the axis's title.
     fig.update_layout(margin=dict(t=100), title=dict(y=1 - 8 / height, yanchor="top"))
     return fig
+
+
+def token_probability_heatmap(z, probs, *, x, y, text, low: float, hovertemplate: str,
+                              texttemplate: str = "%{text}") -> go.Heatmap:
+    """Cells shaded by log10 p (`z`, from `low` up to 0) with their token written in them; `probs` for the hover."""
+    return go.Heatmap(
+        z=z,
+        x=x,
+        y=y,
+        text=text,
+        customdata=probs,
+        texttemplate=texttemplate,
+        textfont=dict(size=CELL_TEXT_SIZE, color=TEXT_COLOUR),
+        zmin=low,
+        zmax=0,
+        colorscale=COLORSCALE,
+        xgap=1,
+        ygap=1,
+        colorbar=dict(thickness=12, **log10_colorbar(low, 0, "p", most=4)),
+        hovertemplate=hovertemplate,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -231,34 +231,14 @@ def generate_steps(
 
 @one_call_at_a_time
 def generate(
-    loaded: LoadedModel,
-    prompt: str,
-    *,
-    max_new_tokens: int = 20,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 50,
-    top_p: float = 1.0,
-    seed: int = 0,
-    candidates: int = 5,
-    options: CaptureOptions | None = None,
+    loaded: LoadedModel, prompt: str, *, options: CaptureOptions | None = None, **settings: Any
 ) -> GenerationResult:
     """Continue `prompt` by up to `max_new_tokens` tokens (at most budgets.max_new_tokens), stopping at </s>.
 
-    Greedy by default; `do_sample=True` samples with transformers' temperature, top_k and top_p, from a generator
-    seeded with `seed`. `candidates`: how many of the model's most probable tokens each step lists."""
-    run = generate_steps(
-        loaded,
-        prompt,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        candidates=candidates,
-    )
-    return run.result(options=options)
+    `settings` are generate_steps's keywords, with its defaults: greedy unless `do_sample=True`, which samples with
+    transformers' temperature, top_k and top_p, from a generator seeded with `seed`; `candidates`: how many of the
+    model's most probable tokens each step lists."""
+    return generate_steps(loaded, prompt, **settings).result(options=options)
 
 
 def next_token(logits: Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
