@@ -151,6 +151,11 @@ def inside_outputs(trace: Trace, about: Any = None) -> list[Any]:
     return layer_head_sliders(trace) + values.ordered()
 
 
+def task_chart(figure: Any, result: Any, chart: str) -> Any:
+    """A task tab's result chart whose PNG download is named after `chart` and the input, not `newplot.png`."""
+    return inside.png_named(figure, inside.chart_filename(result.trace, chart))
+
+
 def layer_head_sliders(trace: Trace, layer: int = 0, head: int = 0, shown=(True, True)) -> list[gr.Slider]:
     """The (layer, head) sliders for `trace`'s model, on (`layer`, `head`); `shown`: whether each is visible."""
     return [
@@ -230,7 +235,7 @@ class Handlers:
             for m, row in enumerate(result.predictions)
             for r, p in enumerate(row)
         ]
-        task = [notices_markdown(result.notices), table_rows(rows), tasks.fill_mask_figure(result, mask=None)]
+        task = [notices_markdown(result.notices), table_rows(rows), task_chart(tasks.fill_mask_figure(result, mask=None), result, "scores")]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
@@ -239,7 +244,7 @@ class Handlers:
             inputs = {"text": check.text(text, "text"), "text_pair": check.optional_text(text_pair, "second text")}
             result, record = self.run_task("classification", model_name, inputs, previous)
         rows = [{"label": label.label, "score": label.score} for label in result.labels]
-        task = [notices_markdown(result.notices), tasks.classification_figure(result), table_rows(rows)]
+        task = [notices_markdown(result.notices), task_chart(tasks.classification_figure(result), result, "labels"), table_rows(rows)]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
@@ -259,7 +264,7 @@ class Handlers:
             notices_markdown(qa_notices(result, record.model, inputs["handle_impossible_answer"])),
             tasks.qa_highlight_html(result, context),
             table_rows(rows),
-            tasks.qa_logits_figure(result),
+            task_chart(tasks.qa_logits_figure(result), result, "qa-logits"),
         ]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 

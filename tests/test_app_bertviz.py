@@ -239,3 +239,10 @@ def test_hostile_input_stays_text_in_every_export(hostile_runs, task):
     for path in paths.values():
         assert "<img" not in path.name and "/" not in path.name
     assert "<img" not in srcdoc(values["bertviz"])
+
+
+def test_the_task_result_charts_download_as_png_named_for_chart_and_input(handlers):
+    """The tabs' own charts too, not only the panel's: a Scores PNG is not plotly's `newplot.png`."""
+    outputs = handlers.fill_mask("preln-mini", "The cat sat on the <mask>.", 3)
+    spec = json.loads(outputs[2].plot)
+    assert spec["config"]["toImageButtonOptions"]["filename"] == "preln-mini_scores_the-cat-sat-on-the"
