@@ -52,12 +52,13 @@ class Settings:
     # One LRU memory budget for the traces of all visitors together (rpln_app.trace_store): a 12-layer, 768-wide
     # model's trace at 450 tokens is ~64 MB, a bundled model's ~0.2 MB.
     trace_memory_mb: int = 256
-    # Gradio keeps every session's copy of the page's component values (~0.8 MB with this page; every page
-    # visit is a session) until this many newer sessions push it out; its default of 10,000 let memory grow
-    # by gigabytes. The trace store keeps at most this many traces too. Measured with preln-mini over 200 fresh
-    # sessions: +74 MB with the page's example text, +140-150 MB with bench_load's 64-token text (the README's
-    # Reliability section). An evicted visitor's views still show; re-drawing them asks for a new run.
-    max_sessions: int = 40
+    # Gradio keeps every session's copy of the page's component values (every page visit is a session) until
+    # this many newer sessions push it out; its default of 10,000 let memory grow by gigabytes. The trace store
+    # keeps at most this many traces too. Each kept session costs the server about 2-3 MB of RSS (its values,
+    # and the allocator's slack around them): with 40, 100 fresh API sessions grew RSS by 152 MB; with 16, fresh
+    # browser visits level off at +51 MB after 30 (bench/bench_visits.py; the README's Reliability section).
+    # An evicted visitor's views still show; re-drawing them asks for a new run.
+    max_sessions: int = 16
     # The app takes no uploads, yet Gradio's upload route is open to anyone: keep what it accepts small.
     max_upload_mb: float = 1.0
     # Gradio's cache (model-view images, downloads) is swept every cache_every_s seconds of files older than
