@@ -450,10 +450,28 @@ def missing_models_folder() -> dict:
 # ---------------------------------------------------------------- main
 
 
+def sessions_only(tokenizer, count: int, json_path: Path | None) -> None:
+    """The fresh-sessions phase on its own, after the warm-up a full run's earlier phases would have given."""
+    server = Server()
+    try:
+        client = client_for(server)
+        for _ in range(30):
+            client.predict("preln-mini", fill_mask_text(tokenizer, 64), 5, api_name="/ui_fill_mask")
+        client.close()
+        results = {"sessions": fresh_sessions(server, count, tokenizer)}
+    finally:
+        server.stop()
+    print(json.dumps(results, indent=1))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests and sessions, for a smoke run")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--sessions-only", action="store_true",
+                        help="only the fresh-sessions phase, after 30 warm-up requests (about 5 minutes)")
     args = parser.parse_args(argv)
     clients, per_client = 8, (5 if args.quick else 25)
     soak_count, sessions = (50, 20) if args.quick else (400, 200)
@@ -461,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "preln-mini")
+    if args.sessions_only:
+        return sessions_only(tokenizer, sessions, args.json)
     requests = mixed_requests(tokenizer)
     server = Server()
     results: dict[str, Any] = {"quick": args.quick, "cpu_count": os.cpu_count()}
