@@ -214,12 +214,17 @@ class Handlers:
         if not isinstance(record, TraceRecord):  # no run yet, or Gradio let this session's state go
             gr.Info(NO_RUN)
             return None
-        trace = self.traces.get(record.key)
-        if trace is None:
-            trace = engine_task(record.task)(self.registry.get(record.model), **record.inputs).trace
-            self.traces.put(trace, record.key)
+        return self.stored(record)
+
+    def stored(self, record: TraceRecord, kept_of: Callable[[Any], Any] = lambda result: result.trace) -> Any:
+        """What `record`'s run left in the store; if it was evicted, the run again (`kept_of` its result: what the
+        store keeps), kept under the same key, and a notice that it was recomputed."""
+        kept = self.traces.get(record.key)
+        if kept is None:
+            kept = kept_of(engine_task(record.task)(self.registry.get(record.model), **record.inputs))
+            self.traces.put(kept, record.key)
             gr.Info(RECOMPUTED)
-        return trace
+        return kept
 
     # --- task tabs: each returns task outputs, then the inside panel, then the record for later events.
     # `previous` is the tab's record from this session's last run.

@@ -23,7 +23,6 @@ from rpln_core.errors import RplnError
 from . import inputs as check
 from .handlers import (
     NO_RUN,
-    RECOMPUTED,
     Handlers,
     engine_task,
     import_engine,
@@ -121,12 +120,7 @@ class HeadHandlers(Handlers):
 
     def choice_traces(self, record: ChoiceRecord) -> list[Trace]:
         """Every choice's trace of a multiple-choice run: from the store, else by running it again (and saying so)."""
-        traces = self.traces.get(record.key)
-        if traces is None:
-            traces = engine_task(record.task)(self.registry.get(record.model), **record.inputs).traces
-            self.traces.put(traces, record.key)
-            gr.Info(RECOMPUTED)
-        return traces
+        return self.stored(record, lambda result: result.traces)
 
     # --- the tabs' runs: task outputs, then the inside panel, then the record (as in Handlers)
 
