@@ -8,6 +8,7 @@ the app's queue, must guarantee this: Gradio's direct run route and cancelled jo
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -96,3 +97,28 @@ def test_other_tasks_and_the_layout_probe_are_safe_beside_captures(loaded):
         assert identical(fingerprint(got_answer), fingerprint(expected_answer))
         assert got_labels == expected_labels
         assert got_layout == "pre-ln"
+
+
+
+def test_the_new_heads_tasks_in_threads_equal_them_one_at_a_time(loaded):
+    """Token tagging, multiple choice and generation (streamed step by step, the lock taken per step) beside each
+    other and beside fill-mask captures on another model."""
+    from rpln_core import choose, generate, tag
+
+    tagger, chooser = loaded("pre-ln", "token-classification"), loaded("post-ln", "multiple-choice")
+    writer, filler = loaded("pre-ln", "causal-lm"), loaded("pre-ln", "mlm")
+
+    def tagged():
+        result = tag(tagger, "the cat sat on the mat .")
+        return fingerprint(result) + (result.token_scores,)
+
+    def chosen():  # every choice's pass
+        result = choose(chooser, "the cat", ["sat .", "ran away ."])
+        return tuple(part for trace in result.traces for part in fingerprint(SimpleNamespace(trace=trace)))
+
+    calls = [tagged, chosen, lambda: fingerprint(generate(writer, "the cat", max_new_tokens=6, do_sample=True, seed=3)),
+             lambda: fingerprint(fill_mask(filler, TEXTS[1]))]
+    sequential = [call() for call in calls]
+    concurrent = run_in_threads(calls * 4)
+    for i, got in enumerate(concurrent):
+        assert identical(got, sequential[i % len(calls)]), f"call {i % len(calls)} differs when run beside the others"
