@@ -100,17 +100,24 @@ def serve(app_module, settings, models: dict[str, str], warmed: bool = False):
     """Serve the app built for `settings` on its loopback port until the fixture that yields from this ends.
 
     `warmed`: first wait for the tabs' first results (app.py computes them in its "first-results" thread), so that
-    no test loads a model beside that thread, and the process never exits with it still inside torch (an abort)."""
+    no test loads a model beside that thread. Either way the thread has ended before the server closes, so no later
+    test meets it and the process never exits with it still inside torch (an abort)."""
     demo = app_module.build_demo(settings)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     if warmed:
-        for thread in threading.enumerate():
-            if thread.name == "first-results":
-                thread.join(timeout=300)
+        _wait_for_first_results()
     try:
         yield AppServer(f"http://127.0.0.1:{settings.port}/", models)
     finally:
+        # A thread still computing first results would write into the export folder a later test watches.
+        _wait_for_first_results()
         demo.close()
+
+
+def _wait_for_first_results():
+    for thread in threading.enumerate():
+        if thread.name == "first-results":
+            thread.join(timeout=300)
 
 
 # Labels of the tiny token classifier: BIO tags, so the aggregation strategies have runs to group.

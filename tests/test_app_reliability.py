@@ -5,7 +5,6 @@ skips the queue in public mode, and the page opens without the bundled models.""
 from __future__ import annotations
 
 import math
-import socket
 import time
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+
+from conftest import free_port, serve
 
 import app as app_module
 from rpln_app import inside
@@ -25,12 +26,6 @@ from rpln_core.catalog import HUB_PRESETS
 from rpln_core.errors import RplnError
 
 NO_MASK = "No mask in here."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +182,8 @@ def sweeping_server():
     from rpln_core.catalog import bundled_models
 
     settings = Settings(port=free_port(), public=True, models=bundled_models(), cache_age_s=1, cache_every_s=1)
-    demo = app_module.build_demo(settings)
-    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{settings.port}/"
-    finally:
-        demo.close()
+    for server in serve(app_module, settings, DEFAULT_MODELS):  # its first results end before the next tests
+        yield server.url
 
 
 def test_gradios_cache_of_images_and_downloads_is_swept_on_schedule(sweeping_server):
