@@ -308,6 +308,12 @@ class Handlers:
         sliders = layer_head_sliders(trace, layer, head, inside.BERTVIZ_PICKERS[view])
         return page, download_button(path, view), *sliders
 
+    def bertviz_if_open(self, record: Any, is_open: bool, view: str, layer: float, head: float):
+        """After a run: bertviz_view if the visitor has bertviz's tab open (a closed tab draws when it opens)."""
+        if not is_open:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return self.bertviz_view(record, view, layer, head)
+
     @needs_engine
     def model_view_click(self, record: Any, evt: gr.SelectData):
         """Clicking a thumbnail moves the sliders to that layer and head (and so redraws the head view)."""

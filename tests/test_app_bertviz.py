@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 import pytest
 
@@ -39,6 +40,7 @@ TASK_OUTPUTS = {"fill-mask": 3, "classification": 3, "qa": 4}
 @pytest.fixture(scope="module")
 def handlers(one_torch_thread, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setattr(inside, "EXPORT_ROOT", tmp_path_factory.mktemp("exports"))
+    monkeypatch_module.setattr(inside, "EXPORTS_KEPT", 10_000)  # the runs' downloads stay for the tests that read them
     return Handlers(ModelRegistry(bundled_models(), public=True))
 
 
@@ -73,14 +75,27 @@ def srcdoc(iframe: str) -> str:
 
 
 @pytest.mark.parametrize("task", RUNS)
-def test_a_run_opens_the_panel_on_bertvizs_head_view_with_its_download(runs, task):
+def test_a_run_sets_bertvizs_pickers_on_the_head_view_and_leaves_its_page_to_the_open_tab(runs, task):
     values, _ = runs[task]
     assert values["bertviz_view"].value == "head"
-    assert (values["bertviz_layer"].visible, values["bertviz_head"].visible) == (True, False)
-    page = srcdoc(values["bertviz"])
-    assert values["bertviz"].startswith('<iframe sandbox="allow-scripts"') and "<title>head view" in page
-    assert f'src="{inside.ASSET_URL}/d3-5.7.0/d3.min.js"' in page  # the libraries come from the app, once
-    assert Path(values["bertviz_download"].value["path"]).name.endswith("-head-view.html")
+    assert (values["bertviz_layer"].visible, values["bertviz_head"].visible) == inside.BERTVIZ_PICKERS["head"]
+    assert values["bertviz"] == inside.message_html(inside.BERTVIZ_ON_OPEN) and "<iframe" not in values["bertviz"]
+    assert values["bertviz_download"].visible is False
+
+
+@pytest.mark.parametrize("task", RUNS)
+def test_after_a_run_bertviz_draws_the_head_view_with_its_download_only_if_its_tab_is_open(handlers, runs, task):
+    _, record = runs[task]
+    assert handlers.bertviz_if_open(record, False, "head", 0, 0) == (gr.skip(),) * 4  # nothing drawn, nothing sent
+    page, download, layer, head = handlers.bertviz_if_open(record, True, "head", 0, 0)
+    assert page.startswith('<iframe sandbox="allow-scripts"') and "<title>head view" in srcdoc(page)
+    assert f'src="{inside.ASSET_URL}/d3-5.7.0/d3.min.js"' in srcdoc(page)  # the libraries come from the app, once
+    assert Path(download.value["path"]).name.endswith("-head-view.html")
+
+
+def head_view(handlers, runs, task: str) -> str:
+    """The page of the head view the open bertviz tab shows after `task`'s run."""
+    return srcdoc(handlers.bertviz_if_open(runs[task][1], True, "head", 0, 0)[0])
 
 
 @pytest.mark.parametrize("task", RUNS)
@@ -106,14 +121,12 @@ def test_the_neuron_view_starts_on_the_chosen_layer_and_head(handlers, runs):
 
 
 @pytest.mark.parametrize("task", ["classification", "qa"])
-def test_two_segments_get_bertvizs_sentence_pair_filters(runs, task):
-    values, _ = runs[task]
-    page = srcdoc(values["bertviz"])
-    assert "Sentence A -> Sentence B" in page
+def test_two_segments_get_bertvizs_sentence_pair_filters(handlers, runs, task):
+    assert "Sentence A -> Sentence B" in head_view(handlers, runs, task)
 
 
-def test_one_text_gets_no_pair_filter(runs):
-    assert "Sentence A -> Sentence B" not in srcdoc(runs["fill-mask"][0]["bertviz"])
+def test_one_text_gets_no_pair_filter(handlers, runs):
+    assert "Sentence A -> Sentence B" not in head_view(handlers, runs, "fill-mask")
 
 
 def test_the_task_runs_keep_queries_and_keys_and_the_store_counts_them(handlers, runs):
@@ -174,10 +187,10 @@ def test_the_csv_exports_carry_the_run_too(runs):
 
 
 def test_export_names_carry_model_input_and_time_and_never_repeat(handlers):
-    first, _ = run(handlers, "fill-mask")
-    second, _ = run(handlers, "fill-mask")
+    (first, first_record), (second, second_record) = run(handlers, "fill-mask"), run(handlers, "fill-mask")
     names = [Path(p).name for values in (first, second) for p in values["exports"]]
-    names += [Path(values["bertviz_download"].value["path"]).name for values in (first, second)]
+    names += [Path(handlers.bertviz_view(record, "head", 0, 0)[1].value["path"]).name
+              for record in (first_record, second_record)]
     assert len(set(names)) == len(names)
     assert all(re.fullmatch(r"preln-mini_the-cat-sat-on-the-mask_\d{8}T\d{6}\.\d{3}Z-[a-z-]+\.(json|csv|html)", n)
                for n in names)
@@ -238,7 +251,6 @@ def test_hostile_input_stays_text_in_every_export(hostile_runs, task):
         assert first_text in [row["value"] for row in csv.DictReader(handle)]
     for path in paths.values():
         assert "<img" not in path.name and "/" not in path.name
-    assert "<img" not in srcdoc(values["bertviz"])
 
 
 def test_the_task_result_charts_download_as_png_named_for_chart_and_input(handlers):

@@ -180,3 +180,14 @@ def test_a_pair_of_texts_gets_the_sentence_filters_in_the_apps_head_view(page):
     frame = tab.locator("iframe[title='bertviz head view']").content_frame
     expect(frame.locator("#vis svg text").filter(has_text="dull").first).to_be_attached(timeout=DRAWN_MS)
     assert "Sentence A -> Sentence B" in frame.locator("#filter").inner_text()
+
+
+def test_a_new_run_with_the_tab_open_draws_its_view_again(page):
+    """Last: it changes the fill-mask tab's text, which the tests above name their downloads after."""
+    tab = run_and_open_bertviz(page, "Fill-mask", {}, "Predict")  # opened before this run, and still open
+    view_frame(tab, "head view")
+    tab.get_by_label("Text with one or more <mask>").fill("A dog was on the <mask>.")
+    tab.get_by_role("button", name="Predict").click()
+    frame = tab.locator("iframe[title='bertviz head view']").content_frame
+    expect(frame.locator("#vis svg text").filter(has_text="dog").first).to_be_attached(timeout=RESULT_TIMEOUT_MS)
+    expect(tab.get_by_role("button", name="Download this head view")).to_be_visible(timeout=DRAWN_MS)

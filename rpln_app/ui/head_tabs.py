@@ -97,9 +97,10 @@ def tagging_tab(settings: Settings, handlers: HeadHandlers, run: dict) -> TaskTa
     panel = inside_panel()
     record = gr.State()
     outputs = [notices, highlight, table, chart, *panel.outputs, record]
-    wire_runs(task, handlers, handlers.tag, [model, text, strategy, record], outputs, button, examples, run, "ui_tag")
+    runs = wire_runs(task, handlers, handlers.tag, [model, text, strategy, record], outputs, button, examples, run,
+                     "ui_tag")
     limit_follows_picker(model, text, task)
-    panel.wire(handlers, record)
+    panel.wire(handlers, record, runs)
     return TaskTab(task, outputs, lambda: handlers.tag(default, *EXAMPLES[task][0]))
 
 
@@ -128,13 +129,13 @@ def choice_tab(settings: Settings, handlers: HeadHandlers, run: dict) -> TaskTab
     panel = inside_panel()
     record = gr.State()
     outputs = [notices, chart, table, shown, differing, *panel.outputs, record]
-    wire_runs(task, handlers, handlers.choose, [model, context, choices, record], outputs, button, examples, run,
-              "ui_choose")
+    runs = wire_runs(task, handlers, handlers.choose, [model, context, choices, record], outputs, button, examples, run,
+                     "ui_choose")
     limit_follows_picker(model, context, task)
     # Not in the model's queue, like the panel's own re-drawing: it runs no model unless the run was evicted.
-    shown.input(user_errors(handlers.show_choice), [record, shown], [differing, *panel.outputs, record],
-                api_visibility="private")
-    panel.wire(handlers, record)
+    runs.append(shown.input(user_errors(handlers.show_choice), [record, shown], [differing, *panel.outputs, record],
+                            api_visibility="private"))
+    panel.wire(handlers, record, runs)
     return TaskTab(task, outputs, lambda: handlers.choose(default, *examples_rows[0]))
 
 
@@ -170,10 +171,10 @@ def generation_tab(settings: Settings, handlers: HeadHandlers, run: dict) -> Tas
     record = gr.State()
     outputs = [notices, text, chart, table, lens_step, lens, *panel.outputs, record]
     settings_inputs = [max_new_tokens, sample, temperature, top_k, top_p, seed]
-    wire_runs(task, handlers, handlers.generate, [model, prompt, *settings_inputs, record], outputs, button,
-              examples, run, "ui_generate")
+    runs = wire_runs(task, handlers, handlers.generate, [model, prompt, *settings_inputs, record], outputs, button,
+                     examples, run, "ui_generate")
     limit_follows_picker(model, prompt, task)
     sample.change(lambda on: gr.Row(visible=on), [sample], [sampling], api_visibility="private", queue=False)
     lens_step.release(user_errors(handlers.step_lens), [record, lens_step], [lens], api_visibility="private")
-    panel.wire(handlers, record)
+    panel.wire(handlers, record, runs)
     return TaskTab(task, outputs, lambda: last(handlers.generate(default, EXAMPLES[task][0][0], **GENERATION)))

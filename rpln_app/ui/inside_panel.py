@@ -17,13 +17,15 @@ class InsidePanel:
     layer: gr.Slider
     head: gr.Slider
     components: dict[str, gr.components.Component] = field(default_factory=dict)
+    tabs: dict[str, gr.Tab] = field(default_factory=dict)  # by name: "bertviz" draws when it is opened
 
     @property
     def outputs(self) -> list:
         return [self.layer, self.head] + [self.components[key] for key in INSIDE_KEYS]
 
-    def wire(self, handlers: Handlers, record: gr.State) -> None:
+    def wire(self, handlers: Handlers, record: gr.State, runs: list) -> None:
         """Events that re-draw from the run's stored trace (running the model again only if it was evicted).
+        `runs`: the events that put a new run in `record` (rpln_app.ui.task_tabs.wire_runs returns them).
 
         Not in the model's concurrency group: a slider should not wait behind other visitors' runs, and the
         engine's lock keeps a rare re-run correct alongside them."""
@@ -44,12 +46,29 @@ class InsidePanel:
         c["bertviz_view"].input(**redraw)
         c["bertviz_layer"].change(**redraw)
         c["bertviz_head"].change(**redraw)
+        self._draw_bertviz_while_open(handlers, record, runs, redraw)
+
+    def _draw_bertviz_while_open(self, handlers: Handlers, record: gr.State, runs: list, redraw: dict) -> None:
+        """A run leaves bertviz's page out (rpln_app.inside.BERTVIZ_ON_OPEN says why): opening its tab draws it, and
+        while the tab is open each new run draws it again. Which tab is open is kept per session."""
+        bertviz_open = gr.State(False)
+        for name, tab in self.tabs.items():
+            tab.select(_returning(name == "bertviz"), None, bertviz_open, queue=False, api_visibility="private")
+        self.tabs["bertviz"].select(**redraw)
+        after_run = {**redraw, "fn": user_errors(handlers.bertviz_if_open),
+                     "inputs": [redraw["inputs"][0], bertviz_open, *redraw["inputs"][1:]]}
+        for run in runs:
+            run.success(**after_run)
+
+
+def _returning(value):
+    return lambda: value
 
 
 def inside_panel() -> InsidePanel:
     """Lay out the views of what happened inside the model; values come from rpln_app.inside."""
     with gr.Tabs():
-        with gr.Tab("Attention"):
+        with gr.Tab("Attention") as attention_tab:
             with gr.Row():
                 layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
                 head = gr.Slider(0, 1, value=0, step=1, label="Head")
@@ -65,7 +84,7 @@ def inside_panel() -> InsidePanel:
                 entropy = plot("Attention entropy", "entropy_heatmap")
                 rollout = plot("Attention rollout", "rollout_heatmap")
             sinks = plot("Attention sinks", "sinks_figure")
-        with gr.Tab("bertviz"):
+        with gr.Tab("bertviz") as bertviz_tab:
             caption("bertviz")
             bertviz_view = gr.Radio([(label, key) for key, label in BERTVIZ_VIEWS.items()], value="head",
                                     label="View", show_label=False)
@@ -75,20 +94,22 @@ def inside_panel() -> InsidePanel:
             bertviz = gr.HTML(min_height=200)
             bertviz_download = gr.DownloadButton("Download this view (HTML that works offline)", visible=False,
                                                  size="sm", variant="secondary")
-        with gr.Tab("LayerNorm"):
+        with gr.Tab("LayerNorm") as layernorm_tab:
             ln_scale = plot("1/σ per LayerNorm and token", "scale_heatmap")
             ln_table = captioned(gr.Dataframe(label="LayerNorm statistics", interactive=False), "stats_table")
             ln_choice = gr.Dropdown(label="LayerNorm", choices=[], interactive=True)
             gamma_beta = plot("γ and β", "gamma_beta_figure")
             abs_input = plot("|input| per dimension", "abs_input_heatmap")
-        with gr.Tab("Residual stream"):
+        with gr.Tab("Residual stream") as residual_tab:
             resid_norm = plot("Residual norm per layer", "norm_figure")
             sublayer = plot("Sublayer outputs", "sublayer_figure")
             massive = plot("Massive activations", "massive_figure")
-        with gr.Tab("Logit lens"):
+        with gr.Tab("Logit lens") as lens_tab:
             lens = plot("Logit lens", "lens_figure")
-        with gr.Tab("Export"):
+        with gr.Tab("Export") as export_tab:
             exports = gr.File(label="Statistics as CSV and JSON", file_count="multiple", interactive=False)
     panel = InsidePanel(layer, head)
     panel.components = {key: value for key, value in locals().items() if key in INSIDE_KEYS}
+    panel.tabs = {"attention": attention_tab, "bertviz": bertviz_tab, "layernorm": layernorm_tab,
+                  "residual": residual_tab, "lens": lens_tab, "export": export_tab}
     return panel

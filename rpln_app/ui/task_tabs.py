@@ -50,9 +50,10 @@ class TaskTab:
 
 
 def wire_runs(task: str, handlers: Handlers, fn: Callable, inputs: list, outputs: list, button: gr.Button,
-              examples: gr.Examples, run: dict, api_name: str) -> None:
+              examples: gr.Examples, run: dict, api_name: str) -> list:
     """The button and a click on an example both run `fn`; a failed run says why in the notices (outputs[0]), and
-    that the results still shown are the previous run's (inputs[-1], the record, names it)."""
+    that the results still shown are the previous run's (inputs[-1], the record, names it). Returns both events,
+    for what follows a run (the inside panel's wire)."""
     notices, record = outputs[0], inputs[-1]
 
     def failed(previous, request: gr.Request):
@@ -60,9 +61,11 @@ def wire_runs(task: str, handlers: Handlers, fn: Callable, inputs: list, outputs
 
     # Named, so that the handler's own name stays free for the gr.api endpoint of the same task.
     example_run = {**run, "api_visibility": "private", "api_name": f"{api_name}_example"}
-    for event in (button.click(user_errors(fn), inputs, outputs, api_name=api_name, **run),
-                  examples.load_input_event.then(user_errors(fn), inputs, outputs, **example_run)):
+    events = [button.click(user_errors(fn), inputs, outputs, api_name=api_name, **run),
+              examples.load_input_event.then(user_errors(fn), inputs, outputs, **example_run)]
+    for event in events:
         event.failure(failed, [record], [notices], api_visibility="private", queue=False)
+    return events
 
 
 def limit_follows_picker(picker: gr.Dropdown, box: gr.Textbox, task: str) -> None:
@@ -90,11 +93,11 @@ def fill_mask_tab(settings: Settings, handlers: Handlers, run: dict) -> TaskTab:
     panel = inside_panel()
     record = gr.State()  # a TraceRecord: the run's key in the trace store and its inputs, never the trace
     outputs = [notices, table, chart, *panel.outputs, record]
-    wire_runs("fill-mask", handlers, handlers.fill_mask, [model, text, top_k, record], outputs, button, examples,
-              run, "ui_fill_mask")
+    runs = wire_runs("fill-mask", handlers, handlers.fill_mask, [model, text, top_k, record], outputs, button, examples,
+                     run, "ui_fill_mask")
     limit_follows_picker(model, text, "fill-mask")
     table.select(Handlers.fill_in, [text], [text], api_visibility="private")
-    panel.wire(handlers, record)
+    panel.wire(handlers, record, runs)
     return TaskTab("fill-mask", outputs,
                    lambda: handlers.fill_mask(default, EXAMPLES["fill-mask"][0][0], FILL_MASK_TOP_K), default)
 
@@ -115,10 +118,10 @@ def classification_tab(settings: Settings, handlers: Handlers, run: dict) -> Tas
     panel = inside_panel()
     record = gr.State()
     outputs = [notices, chart, table, *panel.outputs, record]
-    wire_runs("classification", handlers, handlers.classify, [model, text, pair, record], outputs, button, examples,
-              run, "ui_classify")
+    runs = wire_runs("classification", handlers, handlers.classify, [model, text, pair, record], outputs, button,
+                     examples, run, "ui_classify")
     limit_follows_picker(model, text, "classification")
-    panel.wire(handlers, record)
+    panel.wire(handlers, record, runs)
     return TaskTab("classification", outputs,
                    lambda: handlers.classify(default, *EXAMPLES["classification"][0]), default)
 
@@ -144,8 +147,8 @@ def qa_tab(settings: Settings, handlers: Handlers, run: dict) -> TaskTab:
     panel = inside_panel()
     record = gr.State()
     outputs = [notices, highlight, table, chart, *panel.outputs, record]
-    wire_runs("qa", handlers, handlers.answer, [model, question, context, top_k, impossible, record], outputs, button,
-              examples, run, "ui_answer")
+    runs = wire_runs("qa", handlers, handlers.answer, [model, question, context, top_k, impossible, record], outputs,
+                     button, examples, run, "ui_answer")
     limit_follows_picker(model, context, "qa")
-    panel.wire(handlers, record)
+    panel.wire(handlers, record, runs)
     return TaskTab("qa", outputs, lambda: handlers.answer(default, *EXAMPLES["qa"][0], QA_TOP_K, False), default)
