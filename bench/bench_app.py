@@ -11,13 +11,13 @@ Run from the repository root:
 - Payload: the outputs of one handler call put through the app's own `Blocks.postprocess_data` for the
   `ui_fill_mask` event (the step the server runs before answering), serialised with orjson as the server's event
   stream does; plus the bytes of the files the browser then fetches to show them (the model-view PNG). The
-  statistics downloads (gr.File) are fetched only when clicked, so they are reported apart and not counted.
+  downloads (gr.File, gr.DownloadButton) are fetched only when clicked, so they are reported apart and not counted.
 
 With --bertviz, instead: what bertviz's views add to a fill-mask tab request. The core call with and without the
-queries and keys the neuron view needs (time, and the trace's tensor bytes the trace store counts), the time of the
-handler's bertviz part (the head view page and its download, rpln_app.inside.bertviz_values) and of each view's
-re-draw, and the bytes the view adds to the event's payload (the iframe's HTML; its libraries come from the app's
-static folder once per browser, 394 KB) and to the downloads.
+queries and keys the neuron view needs (time, and the trace's tensor bytes the trace store counts), the time of
+each view's draw (its page and download, rpln_app.inside.bertviz_values: done when bertviz's tab is opened, and after
+each run while it is open; the run's handler itself draws none), and the bytes each draw sends (the iframe's HTML; its
+libraries come from the app's static folder once per browser, 394 KB) and writes for download.
 
 Two models: "small" (the bundled preln-mini, else a random model of its shape saved to a temporary directory) and
 "large" (random weights in the shape of andreasmadsen/efficient_mlm_m0.40, ~1.4 GB saved once to a temporary
@@ -53,6 +53,7 @@ from bench.bench_core import (  # noqa: E402
     BUNDLED_SMALL,
     build_mlm,
     format_table,
+    load_line,
     machine,
     text_of_length,
     time_interleaved,
@@ -103,7 +104,7 @@ class PayloadRow:
     tokens: int
     json_bytes: int  # the event's output data as the server serialises it
     shown_file_bytes: int  # files the browser fetches to display (the model-view PNG)
-    download_bytes: int  # statistics downloads, fetched only on click: not part of the payload
+    download_bytes: int  # downloads (statistics, bertviz's view), fetched only on click: not part of the payload
 
     @property
     def payload_bytes(self) -> int:
@@ -228,7 +229,7 @@ def file_paths(value: Any) -> Iterator[str]:
 
 def measure_payload(demo, outputs: list[Any], size: str) -> PayloadRow:
     """Bytes the browser gets for one `ui_fill_mask` event with these handler outputs (see the module docstring)."""
-    from gradio import File
+    from gradio import DownloadButton, File
     from gradio.state_holder import SessionState
 
     block_fn = event_function(demo)
@@ -237,7 +238,7 @@ def measure_payload(demo, outputs: list[Any], size: str) -> PayloadRow:
     shown = downloads = 0
     for block, value in zip(block_fn.outputs, data):
         total = sum(os.path.getsize(path) for path in file_paths(value))
-        if isinstance(block, File):
+        if isinstance(block, (File, DownloadButton)):
             downloads += total
         else:
             shown += total
@@ -345,7 +346,7 @@ class BertvizRow:
     core_qk_s: float  # the same with the queries and keys kept (rpln_app.inside.CAPTURE), as the tab runs it
     trace_bytes: int  # tensor bytes the trace store counts, default capture
     trace_qk_bytes: int  # the same with the queries and keys
-    handler_s: float  # the whole tab handler
+    handler_s: float  # the whole tab handler (which leaves bertviz's page to its tab)
     views: dict[str, dict[str, float]]  # view -> {"s": page and download, "payload_bytes", "download_bytes"}
 
 
@@ -389,7 +390,7 @@ def bertviz_table(rows: list[BertvizRow]) -> str:
                      f"{r.trace_bytes / MB:.2f}", f"{r.trace_qk_bytes / MB:.2f}", f"{r.handler_s * 1000:.0f}",
                      f"{head['s'] * 1000:.0f} ({head['s'] / r.handler_s:.0%})", f"{head['payload_bytes'] / MB:.3f}"])
     return format_table(["model", "tokens", "core ms", "core+q/k ms", "trace MB", "trace+q/k MB", "handler ms",
-                         "head view ms (share)", "head view payload MB"], body)
+                         "head view ms (/ handler)", "head view payload MB"], body)
 
 
 def views_table(rows: list[BertvizRow]) -> str:
@@ -411,8 +412,8 @@ def main_bertviz(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as out:
                 rows.append(measure_bertviz(model, size, QUICK_REPEATS if args.quick else REPEATS[size], Path(out)))
         gc.collect()
-    print(f"\nbertviz's share of one fill-mask tab request (medians)\n{bertviz_table(rows)}")
-    print(f"\nEach view as the panel draws it (a re-draw; the run draws the head view)\n{views_table(rows)}")
+    print(f"\nbertviz's views next to one fill-mask tab request (medians)\n{bertviz_table(rows)}")
+    print(f"\nEach view as the open tab draws it (on opening, on a picker, after a run)\n{views_table(rows)}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "bertviz": [asdict(r) for r in rows]}, indent=2))
 
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for line in targets(startup, server, payload):
         print(line)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (above {threads}, other processes shared the CPUs)")
+    print(load_line(threads))
     if args.json:
         report = {
             "machine": info,

@@ -456,6 +456,13 @@ def targets(latency: list[LatencyRow], memory: list[MemoryRow]) -> list[str]:
     return lines
 
 
+def load_line(threads: int) -> str:
+    """The load average at the end of a run, and whether other processes shared the CPUs (more load than threads)."""
+    load = os.getloadavg()[0]
+    shared = "other processes shared the CPUs" if load > threads else "no more than this run's threads"
+    return f"load average at the end: {load:.2f} ({shared}: {threads} threads)"
+
+
 def machine() -> dict:
     return {
         "cpu_count": os.cpu_count(),
@@ -534,8 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for line in targets(latency, memory):
         print(line)
-    load = os.getloadavg()[0]
-    print(f"load average at the end: {load:.2f} (above {threads} threads, other processes shared the CPUs)")
+    print(load_line(threads))
     if args.json:
         report = {
             "machine": info,
