@@ -222,12 +222,15 @@ def test_scale_heatmap_is_layernorms_by_tokens_of_log_one_over_sigma(mlm):
 
 def test_stats_table_has_a_row_per_layernorm_with_token_means(mlm):
     trace = mlm.trace
-    rows = layernorm.stats_table(trace)
-    assert [row["name"] for row in rows] == [stats.name for stats in trace.layernorms]
-    row, stats = rows[3], trace.layernorms[3]
-    assert set(row) >= {"name", "module", "placement", "mean", "std", "scale", "max_abs"}
+    table = layernorm.stats_table(trace)
+    assert table["name"].tolist() == [stats.name for stats in trace.layernorms]
+    row, stats = table.iloc[3], trace.layernorms[3]
+    assert set(table.columns) >= {"name", "module", "layer", "placement", "positions", "mean", "std", "scale", "max_abs"}
+    assert row["positions"] == len(stats.positions) and row["layer"] == stats.layer
     for key in ("mean", "std", "scale", "max_abs"):
-        assert row[key] == pytest.approx(float(getattr(stats, key).mean()))
+        assert row[key] == pytest.approx(float(getattr(stats, key).float().mean()), rel=1e-6)
+    assert table["layer"].dtype == "Int64" and table["layer"].isna().tolist() == [
+        stats.layer is None for stats in trace.layernorms]  # embed.ln and lm_head.ln sit outside the layers
 
 
 def test_gamma_beta_figure_marks_the_outlier_dimensions(mlm):

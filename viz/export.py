@@ -28,8 +28,7 @@ Table = pd.DataFrame | list[dict]  # a frame, or rows of dicts (the experiments'
 
 def trace_tables(trace: Trace) -> dict[str, pd.DataFrame]:
     """Tables keyed by name: "layers" (one row per layer), "layernorms" (per LayerNorm), "tokens" (per token)."""
-    layernorms = pd.DataFrame(stats_table(trace)).astype({"layer": "Int64"})  # None outside the layers, not NaN
-    return {"layers": frames.layers_frame(trace), "layernorms": layernorms, "tokens": token_table(trace)}
+    return {"layers": frames.layers_frame(trace), "layernorms": stats_table(trace), "tokens": token_table(trace)}
 
 
 def token_table(trace: Trace) -> pd.DataFrame:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from rpln_core import analysis
+from rpln_core import analysis, frames
 from rpln_core.capture import Trace
 
 from .layout import finish, log10_colorbar, sig4, stacked
@@ -43,27 +44,21 @@ def scale_heatmap(trace: Trace) -> go.Figure:
     return finish(fig, "LayerNorm scale 1/σ per token (log colour scale)", height=max(380, 16 * len(names) + 120))
 
 
-def stats_table(trace: Trace) -> list[dict]:
-    """One row per LayerNorm, in the order they ran: where it sits, and its input statistics averaged over tokens."""
+def stats_table(trace: Trace) -> pd.DataFrame:
+    """One row per LayerNorm, in the order they ran: where it sits, how many positions it read, its input statistics
+    averaged over them (from rpln_core.frames.layernorms_frame), and its γ and β outlier dimensions."""
+    per_position = frames.layernorms_frame(trace)
+    table = per_position.groupby("name", sort=False).agg(
+        module=("module", "first"),
+        layer=("layer", "first"),
+        placement=("placement", "first"),
+        positions=("position", "size"),
+        **{statistic: (statistic, "mean") for statistic in ("mean", "std", "scale", "max_abs")},
+    ).reset_index()
     outliers = {entry.name: entry for entry in analysis.layernorm_outliers(trace)}
-    rows = []
-    for stats in trace.layernorms:
-        rows.append(
-            {
-                "name": stats.name,
-                "module": stats.module,
-                "layer": stats.layer,
-                "placement": stats.placement,
-                "positions": len(stats.positions),
-                "mean": float(stats.mean.float().mean()),
-                "std": float(stats.std.float().mean()),
-                "scale": float(stats.scale.float().mean()),
-                "max_abs": float(stats.max_abs.float().mean()),
-                "gamma_outliers": len(outliers[stats.name].gamma_dims),
-                "beta_outliers": len(outliers[stats.name].beta_dims),
-            }
-        )
-    return rows
+    table["gamma_outliers"] = [len(outliers[name].gamma_dims) for name in table["name"]]
+    table["beta_outliers"] = [len(outliers[name].beta_dims) for name in table["name"]]
+    return table
 
 
 def gamma_beta_figure(trace: Trace, name: str) -> go.Figure:
