@@ -32,10 +32,10 @@ def import_engine() -> None:
 
     Deferred to the first request (or a warm-up thread) so the app serves its page without waiting.
     """
-    global analysis, answer, classify, fill_mask, tag, choose, generate, attention, layernorm, tasks
+    global analysis, answer, classify, fill_mask, tag, choose, generate, frames, attention, layernorm, tasks
     global InsideValues, empty_figure, inside_values, table_rows, outlier_ablation, parse_dims, visible_token
     global inside
-    from rpln_core import analysis, answer, choose, classify, fill_mask, generate, tag  # noqa: F401
+    from rpln_core import analysis, answer, choose, classify, fill_mask, frames, generate, tag  # noqa: F401
     from rpln_core.ablation import outlier_ablation, parse_dims  # noqa: F401
     from viz import attention, layernorm, tasks  # noqa: F401
     from viz.text import visible_token  # noqa: F401
@@ -234,13 +234,11 @@ class Handlers:
         with self.failures.noting(session(request), "fill-mask"):
             inputs = {"text": check.text(text, "text"), "top_k": check_top_k(top_k, "Top k")}
             result, record = self.run_task("fill-mask", model_name, inputs, previous)
-        rows = [  # a bare-space prediction shows as ␣, not as an empty cell
-            {"mask": m + 1, "rank": r + 1, "token": visible_token(p.token_str), "score": p.score,
-             "sequence": p.sequence}
-            for m, row in enumerate(result.predictions)
-            for r, p in enumerate(row)
-        ]
-        task = [notices_markdown(result.notices), table_rows(rows), task_chart(tasks.fill_mask_figure(result, mask=None), result, "scores")]
+        table = frames.predictions_frame(result)
+        # masks numbered from 1, as the chart numbers them; a bare-space prediction shows as ␣, not an empty cell
+        table = table.assign(mask=table["mask"] + 1, token=table["token_str"].map(visible_token))
+        task = [notices_markdown(result.notices), table_rows(table[["mask", "rank", "token", "score", "sequence"]]),
+                task_chart(tasks.fill_mask_figure(result, mask=None), result, "scores")]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
@@ -248,8 +246,8 @@ class Handlers:
         with self.failures.noting(session(request), "classification"):
             inputs = {"text": check.text(text, "text"), "text_pair": check.optional_text(text_pair, "second text")}
             result, record = self.run_task("classification", model_name, inputs, previous)
-        rows = [{"label": label.label, "score": label.score} for label in result.labels]
-        task = [notices_markdown(result.notices), task_chart(tasks.classification_figure(result), result, "labels"), table_rows(rows)]
+        task = [notices_markdown(result.notices), task_chart(tasks.classification_figure(result), result, "labels"),
+                table_rows(frames.labels_frame(result)[["label", "score"]])]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
 
     @needs_engine
@@ -263,12 +261,12 @@ class Handlers:
                 "handle_impossible_answer": check_flag(impossible, "Allow 'no answer'"),
             }
             result, record = self.run_task("qa", model_name, inputs, previous)
-        rows = [{"answer": a.answer if a.start_token >= 0 else "(no answer)", "score": a.score, "start": a.start,
-                 "end": a.end} for a in result.answers]
+        table = frames.answers_frame(result)
+        table.loc[table["start_token"] < 0, "answer"] = "(no answer)"  # the pipeline's null answer is ""
         task = [
             notices_markdown(qa_notices(result, record.model, inputs["handle_impossible_answer"])),
             tasks.qa_highlight_html(result, context),
-            table_rows(rows),
+            table_rows(table[["answer", "score", "start", "end"]]),
             task_chart(tasks.qa_logits_figure(result), result, "qa-logits"),
         ]
         return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
