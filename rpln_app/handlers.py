@@ -289,7 +289,7 @@ class Handlers:
         layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
         head = whole_number(head, "Head", 0, trace.num_heads - 1)
         head_view = inside.png_named(attention.head_view(trace, layer, head), inside.chart_filename(trace, "head_view"))
-        return head_view, attention.model_view(trace, selected=(layer, head))
+        return head_view, inside.model_view_png(trace, (layer, head))
 
     @needs_engine
     def bertviz_view(self, record: Any, view: str, layer: float, head: float):

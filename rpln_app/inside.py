@@ -101,7 +101,7 @@ def inside_values(
     tables = export.trace_tables(trace)  # once, for the LayerNorm table and the downloads
     values = {
         "head_view": attention.head_view(trace, layer, head),
-        "model_view": attention.model_view(trace, selected=(layer, head)),
+        "model_view": model_view_png(trace, (layer, head), directory),
         "entropy": attention.entropy_heatmap(trace),
         "rollout": attention.rollout_heatmap(trace),
         "sinks": attention.sinks_figure(trace),
@@ -206,6 +206,16 @@ def name_png_downloads(values: dict[str, Any], trace: Trace) -> None:
     for key, value in values.items():
         if isinstance(value, go.Figure):
             values[key] = png_named(value, chart_filename(trace, key))
+
+
+def model_view_png(trace: Trace, selected: tuple[int, int], directory: Path | None = None) -> str:
+    """The model view with the `selected` (layer, head) framed, as a PNG file in `directory` (default a fresh export
+    folder) named for the chart and the input: Gradio would save a returned image as `image.png`, the name its
+    download button then offers."""
+    directory = fresh_export_directory(EXPORT_ROOT) if directory is None else directory
+    path = directory / f"{chart_filename(trace, 'model-view')}_layer{selected[0]}-head{selected[1]}.png"
+    attention.model_view(trace, selected=selected).save(path, format="PNG")
+    return str(path)
 
 
 def chart_filename(trace: Trace, chart: str) -> str:

@@ -172,6 +172,18 @@ def test_a_charts_png_download_is_named_for_the_chart_and_the_input(fill_mask_ta
     assert download.value.suggested_filename == "preln-mini_entropy_the-img-src-x-onerror-alert-1-script-sat.png"
 
 
+def test_the_model_view_image_downloads_named_for_the_chart_and_the_input(fill_mask_tab):
+    tab = open_tab(fill_mask_tab.page, "Fill-mask")
+    tab.get_by_role("tab", name="Attention").click()
+    image = tab.locator(".block", has_text="Model view: click a head").last
+    image.scroll_into_view_if_needed()
+    image.hover()
+    with tab.page.expect_download(timeout=DRAWN_MS) as download:
+        image.get_by_role("button", name="Download").click()
+    name = download.value.suggested_filename
+    assert name.startswith("preln-mini_model-view_the-img-src-x-onerror-alert-1-script") and name.endswith(".png")
+
+
 def test_a_pair_of_texts_gets_the_sentence_filters_in_the_apps_head_view(page):
     tab = run_and_open_bertviz(page, "Classification", {"Text": "A gripping film.",
                                                        "Second text (optional, for pair tasks)": "A dull one."},

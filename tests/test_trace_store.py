@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rpln_app.handlers import NO_RUN, RECOMPUTED, Handlers
 from rpln_app.registry import ModelRegistry
@@ -97,7 +99,7 @@ def test_a_slider_after_eviction_runs_the_model_again_and_draws_the_same_figure(
     after, after_mosaic = handlers.attention_views(record, 1, 2)
     assert RECOMPUTED in capsys.readouterr().out  # gr.Info prints outside a Gradio event
     assert after.plot == before.plot
-    assert after_mosaic.tobytes() == before_mosaic.tobytes()
+    assert Path(after_mosaic).read_bytes() == Path(before_mosaic).read_bytes()
     assert handlers.gamma_beta(record, "blocks.1.ln2").plot == before_ln
 
 
@@ -117,10 +119,12 @@ def test_moving_the_sliders_frames_that_head_in_the_model_view(model_dir):
 
     handlers = handlers_with(model_dir, 2**30)
     *_, record = handlers.fill_mask(model_dir, TEXT, 5)
-    _, mosaic = handlers.attention_views(record, 1, 2)
+    _, png = handlers.attention_views(record, 1, 2)
     trace = handlers.traces.get(record.key)
-    assert mosaic.tobytes() == attention.model_view(trace, selected=(1, 2)).tobytes()
-    assert mosaic.tobytes() != attention.model_view(trace).tobytes()
+    mosaic = Image.open(png).convert("RGB")
+    assert mosaic.tobytes() == attention.model_view(trace, selected=(1, 2)).convert("RGB").tobytes()
+    assert mosaic.tobytes() != attention.model_view(trace).convert("RGB").tobytes()
+    assert "_model-view_the-cat-sat" in Path(png).name and png.endswith("_layer1-head2.png")  # not image.png
 
 
 def test_re_drawing_with_no_run_says_so_and_changes_nothing(model_dir, capsys):
