@@ -33,7 +33,7 @@ attention, every LayerNorm's statistics, the residual stream and the logit lens,
 def build_demo(settings: Settings) -> gr.Blocks:
     """The whole app for these settings (which also set the engine's request budgets: they are per process)."""
     budgets.configure(**settings.budgets)
-    registry = ModelRegistry(settings.models, settings.public, settings.cache_size)
+    registry = ModelRegistry(settings.models, settings.public, settings.model_memory_mb)
     # No more traces than sessions Gradio keeps: beyond that they mostly belong to sessions it has let go.
     handlers = HeadHandlers(registry, TraceStore(settings.trace_memory_mb * 2**20, max_traces=settings.max_sessions))
     # Undocumented rather than private: tests and the benchmark call the tab events as a browser would.

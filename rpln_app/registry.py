@@ -29,25 +29,40 @@ def _load_model(name: str) -> LoadedModel:
     return load_model(name)
 
 
+def model_bytes(loaded: LoadedModel) -> int:
+    """Bytes of a loaded model's weights and buffers (tied weights counted once)."""
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
 class ModelRegistry:
-    """Loads checkpoints on demand, keeps the most recent few, and enforces public mode's allow-list."""
+    """Loads checkpoints on demand, keeps the most recently used within a memory budget, and enforces public
+    mode's allow-list.
+
+    The budget counts weights, not models: the app's seven bundled models (about 20 MB each) all stay loaded, so
+    moving between tabs reloads none, while two 355M-parameter checkpoints (1.4 GB each, the Pre-LN vs Post-LN
+    tab's pair) fit the default and a third pushes out the oldest. The newest model always stays, whatever its
+    size."""
 
     def __init__(
         self,
         allowed: list[str],
         public: bool,
-        cache_size: int = 3,
+        memory_mb: int = 3072,
         loader: Callable[[str], LoadedModel] = _load_model,
         failure_memory_s: float = FAILURE_MEMORY_S,
         clock: Callable[[], float] = time.monotonic,
+        size_of: Callable[[LoadedModel], int] = model_bytes,
     ):
         self.allowed = list(allowed)
         self.public = public
-        self.cache_size = max(1, cache_size)
+        self.memory_bytes = memory_mb * 2**20
+        self.size_of = size_of
         self.loader = loader
         self.failure_memory_s = failure_memory_s
         self.clock = clock
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._failures: dict[str, tuple[str, float]] = {}  # name -> (message, until when it stands)
         self._lock = threading.Lock()
 
@@ -73,9 +88,16 @@ class ModelRegistry:
                 raise
             self._failures.pop(name, None)
             self._cache[name] = model
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._sizes[name] = self.size_of(model)
+            while len(self._cache) > 1 and sum(self._sizes.values()) > self.memory_bytes:
+                oldest, _ = self._cache.popitem(last=False)
+                del self._sizes[oldest]
             return model
+
+    @property
+    def loaded(self) -> list[str]:
+        """The names of the models kept loaded, least recently used first."""
+        return list(self._cache)
 
     def head(self, name: str) -> str | None:
         """Which task tab `name` belongs to, read from its config.json without loading it; None when unknown.

@@ -47,7 +47,8 @@ class Settings:
     models: list[str] = field(default_factory=list)  # the picker's choices, bundled first
     defaults: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     threads: int = 0  # 0: one per core
-    cache_size: int = 4  # loaded checkpoints kept in memory: the three task models and the post-LN twin
+    # Weights of the loaded checkpoints kept in memory, the most recently used first (rpln_app.registry).
+    model_memory_mb: int = 3072
     budgets: dict[str, int] = field(default_factory=dict)  # rpln_core.budgets changes; empty: the engine's own
     # One LRU memory budget for the traces of all visitors together (rpln_app.trace_store): a 12-layer, 768-wide
     # model's trace at 450 tokens is ~64 MB, a bundled model's ~0.2 MB.
@@ -144,6 +145,7 @@ def from_environment(argv: list[str] | None = None, env: dict | None = None) -> 
         threads=args.threads,
         budgets={budget: value for budget, value in budgets.items() if value is not None},
         trace_memory_mb=_whole(env, "RPLN_TRACE_MEMORY_MB", base.trace_memory_mb),
+        model_memory_mb=_whole(env, "RPLN_MODEL_MEMORY_MB", base.model_memory_mb),
         max_sessions=_whole(env, "RPLN_MAX_SESSIONS", base.max_sessions),
         max_upload_mb=max_upload_mb,
         cache_age_s=base.cache_age_s if cache_minutes is None else cache_minutes * 60,

@@ -258,11 +258,51 @@ def test_a_load_that_succeeds_after_a_failure_is_served():
             raise outcome
         return outcome
 
-    registry = ModelRegistry(["m"], public=False, loader=loader, clock=lambda: now[0])
+    registry = ModelRegistry(["m"], public=False, loader=loader, clock=lambda: now[0], size_of=len)
     with pytest.raises(RplnError, match="unreachable"):
         registry.get("m")
     now[0] += 61
     assert registry.get("m") == "loaded" and registry.get("m") == "loaded"
+
+
+# --- loaded models: a memory budget, not a count
+
+
+def test_loaded_models_are_kept_within_the_memory_budget_least_recently_used_out_first():
+    sizes = {"small-a": 20, "small-b": 20, "large-a": 1400, "large-b": 1400, "huge": 5000}  # MB
+    loads = []
+
+    def loader(name):
+        loads.append(name)
+        return name
+
+    registry = ModelRegistry(list(sizes), public=False, memory_mb=3072, loader=loader,
+                             size_of=lambda name: sizes[name] * 2**20)
+    for name in ("small-a", "small-b", "large-a", "large-b"):
+        registry.get(name)
+    assert registry.loaded == ["small-a", "small-b", "large-a", "large-b"]  # 2,840 MB: all fit
+    registry.get("small-a")  # used again: now the most recent
+    registry.get("huge")  # alone over the budget: kept anyway, as the newest, and everything else goes
+    assert registry.loaded == ["huge"]
+    registry.get("large-a")
+    assert registry.loaded == ["large-a"] and loads.count("large-a") == 2
+
+
+def test_the_bundled_models_all_stay_loaded_under_the_default_budget():
+    from rpln_core.catalog import bundled_models
+    from rpln_app.registry import model_bytes
+
+    registry = ModelRegistry(bundled_models(), public=False)
+    for name in bundled_models():
+        registry.get(name)
+    assert registry.loaded == bundled_models()  # moving between the tabs reloads none
+    assert sum(model_bytes(registry.get(name)) for name in bundled_models()) < 0.1 * registry.memory_bytes
+
+
+def test_the_model_memory_budget_comes_from_the_environment():
+    assert from_environment([], env={"RPLN_MODEL_MEMORY_MB": "8000"}).model_memory_mb == 8000
+    with pytest.raises(RplnError, match="RPLN_MODEL_MEMORY_MB"):
+        from_environment([], env={"RPLN_MODEL_MEMORY_MB": "0"})
 
 
 # --- without the bundled models
