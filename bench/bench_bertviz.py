@@ -14,11 +14,12 @@ with requestAnimationFrame for the first SVG element, then waits one more frame;
 unpacked the numbers). Medians over `--repeats` runs, each in a fresh page.
 
 bertviz's own, same input: its head_view / model_view HTML (html_action="return") for the same layers and heads,
-drawn once with its CDN <script> swapped for our inlined libraries (as it is, it draws nothing offline); for the
-model view also its default, all 24 × 16 heads (size only: 6.3 million SVG lines would draw for minutes). Its
-neuron view needs bertviz's forked model classes, so its size is that of the params JSON its show() would embed
-for this input, computed with bertviz's own layout (full precision, sliced per filter), for our page's layers and
-for every layer (which is what show() always embeds).
+drawn once with its CDN <script> swapped for our inlined libraries (as it is, it draws nothing offline). head_view
+has no option for heads, so it is given the attention of our page's heads only; its default, every head, is
+measured and drawn too (all_heads). For the model view also its default, all 24 × 16 heads (size only: 6.3 million
+SVG lines would draw for minutes). Its neuron view needs bertviz's forked model classes, so its size is that of the
+params JSON its show() would embed for this input, computed with bertviz's own layout (full precision, sliced per
+filter), for our page's layers and for every layer (which is what show() always embeds).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def ours(trace, view: str, repeats: int, browser, directory: Path) -> dict:
     draws = [draw(browser, path, timeout_s=120) for _ in range(repeats)]
     data = json.loads(re.search(r'id="rpln-bertviz-data">(.*?)</script>', page, re.S)[1])
     params = data["params"]
+    heads = params.get("include_heads") or list(range(trace.num_heads))
     return {
         "bytes": len(page.encode()),
         "build_s": median(build_s),
@@ -114,7 +116,8 @@ def ours(trace, view: str, repeats: int, browser, directory: Path) -> dict:
         "svg_lines": draws[-1].get("svg_lines"),
         "requests_aborted": sorted({u for d in draws for u in d.get("requests_aborted", [])}),
         "layers": data.get("layer_labels") or params.get("include_layers"),
-        "heads": params.get("include_heads") or list(range(trace.num_heads)),
+        "heads": heads,
+        "heads_included": len(heads),
     }
 
 
@@ -142,7 +145,16 @@ def bertviz_own(trace, view: str, mine: dict, browser, directory: Path, draw_tim
         result["note"] += "it needs its own model classes to run, so it is not drawn"
         return result
     if view == "head":
-        build = lambda: head_view(attention, tokens, sentence_b_start=b_start, html_action="return").data  # noqa: E731
+        chosen = tuple(layer[:, mine["heads"]] for layer in attention)  # head_view has no option for heads
+        build = lambda: head_view(  # noqa: E731
+            chosen, tokens, sentence_b_start=b_start, include_layers=mine["layers"], html_action="return").data
+        start = time.perf_counter()
+        everything = head_view(attention, tokens, sentence_b_start=b_start, html_action="return").data
+        result["all_heads"] = {"bytes": len(everything.encode()), "build_s": time.perf_counter() - start}
+        path = directory / "bertviz-head-all.html"
+        path.write_text(offline_copy(everything), encoding="utf-8")
+        del everything
+        result["all_heads"].update(draw(browser, path, timeout_s=draw_timeout_s))
     else:
         build = lambda: model_view(  # noqa: E731
             attention, tokens, sentence_b_start=b_start, include_layers=mine["layers"],
@@ -189,6 +201,13 @@ def bertviz_neuron_params(trace, layers: list[int] | None = None) -> str:
     return "window.bertviz_params = %s" % json.dumps(params)
 
 
+def ratios(mine: dict, theirs: dict) -> dict:
+    """How many times larger and slower to draw bertviz's page is than ours."""
+    drawn = theirs.get("drawn_s")
+    return {"bytes_ratio": theirs["bytes"] / mine["bytes"],
+            "drawn_ratio": drawn / mine["drawn_s"] if drawn and mine["drawn_s"] else None}
+
+
 def table(results: dict) -> str:
     rows = []
     for view, row in results.items():
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     args = parse_args(argv)
+    load_at_start = machine()["load_average"]  # other jobs on the two cores slow the draws: see the end's too
     quiet_torch(args.threads)
     mlm, description = build_mlm("large")
     text = text_of_length(mlm.tokenizer, args.tokens, mask=True)
@@ -237,12 +257,14 @@ def main(argv: list[str] | None = None) -> None:
             results[view] = {
                 "ours": mine,
                 "bertviz": theirs,
-                "bytes_ratio": theirs["bytes"] / mine["bytes"],
-                "drawn_ratio": theirs["drawn_s"] / mine["drawn_s"] if theirs.get("drawn_s") and mine["drawn_s"] else None,
+                **ratios(mine, theirs),
                 "under_5_mb": mine["bytes"] <= TARGET_BYTES,
                 "drawn_under_2_s": mine["drawn_s"] is not None and mine["drawn_s"] < TARGET_DRAWN_S,
             }
-            print(f"{view}: ours {mine['bytes'] / 2**20:.2f} MB drawn in {mine['drawn_s']:.2f} s; "
+            if "all_heads" in theirs:
+                results[view]["all_heads"] = ratios(mine, theirs["all_heads"])
+            print(f"{view}: ours {mine['bytes'] / 2**20:.2f} MB, {len(mine['layers'])} layers × "
+                  f"{mine['heads_included']} heads, drawn in {mine['drawn_s']:.2f} s; "
                   f"bertviz {theirs['bytes'] / 2**20:.1f} MB for the same layers and heads", flush=True)
         browser.close()
     print(table(results))
@@ -250,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": description,
         "tokens": args.tokens,
         "repeats": args.repeats,
-        "machine": machine(),
+        "machine": {**machine(), "load_average_at_start": load_at_start},
         "chromium": CHROMIUM,
         "views": results,
     }

@@ -85,6 +85,19 @@ def test_the_head_view_draws_a_line_per_head_query_and_key(offline, mlm):
     assert float(opacity) == pytest.approx(float(mlm.attentions[1, 0, 0, 0]) / mlm.num_heads, abs=0.5 / 255)
 
 
+def test_a_window_of_heads_draws_only_its_lines_and_its_squares_are_those_heads(offline, mlm, monkeypatch):
+    n = len(mlm.tokens)
+    monkeypatch.setattr(bv, "HEAD_VIEW_MAX_LINES", 2 * n * n)  # a budget of two heads at this length
+    tab = offline(bv.head_view_html(mlm, layer=1, heads=[2]))
+    assert drawn(tab) == 2 * n * n  # heads 2 and 3 only
+    squares = tab.locator("#vis svg > g").last.locator("rect")
+    assert squares.count() == 2
+    opacity = tab.evaluate("""() => [...document.querySelectorAll('#vis svg g.headAttention')].map(
+        g => +g.querySelector('line').getAttribute('stroke-opacity'))""")
+    assert opacity == pytest.approx([float(mlm.attentions[1, 2, 0, 0]), 0.0], abs=0.5 / 255)  # head 2 selected
+    assert tab.locator("#rpln-bertviz-note").inner_text().startswith("Showing heads 2, 3 of 4 (counted from 0)")
+
+
 def test_the_head_views_sentence_filter_keeps_the_pairs_cross_attention(offline, pair):
     tab = offline(bv.head_view_html(pair))
     drawn(tab)

@@ -294,6 +294,48 @@ def test_a_long_input_keeps_the_model_view_to_what_draws_quickly(mlm):
     assert short["include_layers"][0] == 0 and short["include_layers"][-1] == 23 and len(short["include_layers"]) > 2
 
 
+def test_a_long_input_keeps_the_head_view_to_the_heads_around_the_selected_one(mlm):
+    trace = large_trace(mlm)
+    page = bv.head_view_html(trace, layer=5, heads=[9])
+    data = page_data(page)
+    heads = data["params"]["include_heads"]
+    assert 9 in heads and heads == list(range(heads[0], heads[-1] + 1)) and 1 <= len(heads) < 16
+    assert len(heads) * 128**2 <= bv.HEAD_VIEW_MAX_LINES  # the lines head_view.js draws for one layer
+    assert data["params"]["heads"] == [heads.index(9)]  # bertviz selects by position among the page's heads
+    expected = trace.attentions.float()[:, heads].numpy()
+    assert np.abs(unpacked(data["packed"]["attention"]) - expected).max() <= 0.5 / 255 + 1e-6
+    assert f"Showing heads {heads[0]}–{heads[-1]} of 16 (counted from 0)" in page
+    assert "the coloured squares are these heads, left to right; the Head picker (include_heads)" in page
+    first = page_data(bv.head_view_html(trace))["params"]  # nothing selected: as many heads from head 0, all selected
+    assert first["include_heads"] == list(range(len(heads))) and first["heads"] is None
+
+
+def test_a_short_input_gets_every_head_in_the_head_view_and_no_note(mlm):
+    page = bv.head_view_html(mlm, heads=[2])
+    assert page_data(page)["params"]["include_heads"] == list(range(mlm.num_heads))
+    assert page_data(page)["params"]["heads"] == [2]
+    assert '<p id="rpln-bertviz-note" hidden></p>' in page
+
+
+def test_the_head_view_carries_the_chosen_heads_and_names_its_squares(mlm):
+    page = bv.head_view_html(mlm, heads=[3], include_heads=[3, 1])
+    params = page_data(page)["params"]
+    assert params["include_heads"] == [1, 3] and params["heads"] == [1]
+    expected = mlm.attentions.float()[:, [1, 3]].numpy()
+    assert np.abs(unpacked(page_data(page)["packed"]["attention"]) - expected).max() <= 0.5 / 255 + 1e-6
+    assert "Showing heads 1, 3 of 4 (counted from 0), to keep the page quick: the coloured squares are these heads, " \
+           "left to right" in page
+
+
+def test_heads_selected_outside_the_included_heads_are_refused(mlm):
+    with pytest.raises(ValueError, match=r"Head 2 is not among the included heads \[0, 1\]"):
+        bv.head_view_html(mlm, heads=[2], include_heads=[0, 1])
+    with pytest.raises(ValueError, match="Head 15 is not among the included heads"):
+        bv.head_view_html(large_trace(mlm), heads=[0, 15])  # the default window is around the first, head 0
+    with pytest.raises(ValueError, match="Head 4 does not exist"):
+        bv.head_view_html(mlm, include_heads=[4])
+
+
 def test_a_long_input_keeps_the_neuron_view_to_the_layers_around_the_chosen_one(mlm):
     page = bv.neuron_view_html(large_trace(mlm), layer=20)
     data = page_data(page)

@@ -50,13 +50,20 @@ ATTENTION_LEVELS = 255
 QK_LEVELS = 127
 # bertviz's JavaScript draws one SVG line per (head, query, key), 15-20 µs each in headless Chromium on two cores:
 # 65,536 lines draw in about 1.3 s. The model view draws every included head at once, so by default it includes as
-# many heads as fit this many lines; the head view draws one layer at a time and always includes all of them.
+# many heads as fit this many lines.
 MODEL_VIEW_MAX_LINES = 65_536
+# The head view draws every included head of the shown layer, selected or not (its squares only fade the lines), and
+# again on each change of layer: by default it includes the heads around the selected one that fit this many lines.
+# Its lines are long and draw slower than the model view's: at 128 tokens on the two cores, 3 heads drew in 0.9 s
+# (quiet) to 1.5 s (load 4-5), 4 heads in 1.1 s to 2.1 s (bench_bertviz under load: 1.85-1.95 s), 6 heads in 1.6 s
+# to 2.7 s; each change of layer redraws them (4 heads: 0.6-1 s). 3 heads stay under 2 s on a busy machine. 55 tokens
+# or fewer: all 16 heads.
+HEAD_VIEW_MAX_LINES = 49_152
 # The neuron view carries queries and keys too (2 · head_dim values per token and head, which deflate poorly): by
 # default it includes the layers around the chosen one that fit this many values, under 3 MB of HTML.
 NEURON_VIEW_MAX_VALUES = 3_500_000
-# zlib level 3 packs a 24-layer head view's 6.3 MB of weights in 0.14 s, 16% larger than level 6 in a quarter of
-# its time.
+# zlib level 3 packed a 24-layer head view's 6.3 MB of weights (all 16 heads at 128 tokens) in 0.14 s, 16% larger
+# than level 6 in a quarter of its time.
 DEFLATE_LEVEL = 3
 _MARKER = "PYTHON_PARAMS"  # what bertviz replaces with its params JSON in head_view.js and model_view.js
 
@@ -126,28 +133,46 @@ def head_view_page(
     layer: int | None = None,
     heads: Sequence[int] | None = None,
     include_layers: Sequence[int] | None = None,
+    include_heads: Sequence[int] | None = None,
 ) -> ViewPage:
-    """bertviz's head view of `trace`: every head of one layer as lines from each token to those it attends to.
+    """bertviz's head view of `trace`: the included heads of one layer as lines from each token to those it attends to.
 
-    `layer`: the layer shown first; `heads`: the heads selected first (default all); `include_layers`: the layers
-    the layer menu offers (default all)."""
+    `layer`: the layer shown first; `heads`: the heads selected first (default all included); `include_layers`: the
+    layers the layer menu offers (default all); `include_heads`: the heads the page carries, one coloured square each
+    (default all if they draw quickly, else the heads around the first of `heads` that fit HEAD_VIEW_MAX_LINES; a
+    line above the view says which)."""
     layers = _layers(trace, include_layers)
     if layer is not None and layer not in layers:
         raise ValueError(f"Layer {layer} is not among the included layers {layers}.")
     for head in heads or ():
         check_index(head, trace.num_heads, "Head")
+    if include_heads is None:
+        include_heads = head_view_heads(trace, heads[0] if heads else 0)
+    included = _heads(trace, include_heads)
+    for head in heads or ():
+        if head not in included:
+            raise ValueError(f"Head {head} is not among the included heads {included}: include it with include_heads.")
     tokens = _token_strings(trace)
     result = _bertviz("head_view")(
         _stand_in(trace, layers), tokens, sentence_b_start=_sentence_b_start(trace), prettify_tokens=False,
-        layer=layer, heads=list(heads) if heads else None, include_layers=layers, html_action="return",
+        layer=layer, heads=[included.index(h) for h in heads] if heads else None,  # bertviz counts the page's heads
+        include_layers=layers, html_action="return",
     )
     vis_html, params = _split(result.data, _bertviz_js("head_view.js"))
     filters = _filters_from_stand_in(params["attention"], len(tokens))
-    packed = _pack_views(trace, layers, list(range(trace.num_heads)), queries_and_keys=False)
+    packed = _pack_views(trace, layers, included, queries_and_keys=False)
+    params["include_heads"] = included  # read by no bertviz script: it says which heads the squares are
     data = {"params": params, "filters": filters, "packed": packed}
     height = round(len(tokens) * 22.5) + 30 + 50  # bertviz's rows of 22.5 px below a 30 px band, and the menus
-    note = _subset_note(trace, layers)
+    note = _subset_note(trace, layers, included, squares=True)
     return ViewPage.of(trace, "head view", vis_html, data, "head_view.js", note, height)
+
+
+def head_view_heads(trace: Trace, around: int = 0) -> list[int]:
+    """The heads the head view includes by default: all, if their lines fit HEAD_VIEW_MAX_LINES, else the window
+    of heads around `around` that does (at least that one)."""
+    check_index(around, trace.num_heads, "Head")
+    return _window(trace.num_heads, around, max(1, HEAD_VIEW_MAX_LINES // len(trace.tokens) ** 2))
 
 
 def model_view_page(
@@ -278,14 +303,19 @@ def _model_view_subset(
     if include_heads is None:
         fits = include_layers is not None or thumbnails >= trace.num_heads
         include_heads = range(trace.num_heads if fits else thumbnails)
+    heads = _heads(trace, include_heads)
+    if include_layers is None:
+        include_layers = _spread(trace.num_layers, max(1, thumbnails // len(heads)))
+    return _layers(trace, include_layers), heads
+
+
+def _heads(trace: Trace, include_heads: Sequence[int]) -> list[int]:
     heads = sorted(set(include_heads))
     if not heads:
         raise ValueError("include_heads is empty: choose at least one head.")
     for head in heads:
         check_index(head, trace.num_heads, "Head")
-    if include_layers is None:
-        include_layers = _spread(trace.num_layers, max(1, thumbnails // len(heads)))
-    return _layers(trace, include_layers), heads
+    return heads
 
 
 def _spread(count: int, most: int) -> list[int]:
@@ -403,17 +433,25 @@ def _pack_views(trace: Trace, layers: list[int], heads: list[int], *, queries_an
     return packed
 
 
-def _subset_note(trace: Trace, layers: list[int], heads: list[int] | None = None) -> str | None:
-    """A line above the view saying which layers (and heads) it includes, when not all."""
+def _subset_note(
+    trace: Trace, layers: list[int], heads: list[int] | None = None, *, squares: bool = False
+) -> str | None:
+    """A line above the view saying which layers (and heads) it includes, when not all, and how to choose others.
+    `squares`: the head view, whose coloured squares are the included heads in order, whatever their numbers."""
+    some_heads = heads is not None and len(heads) < trace.num_heads
     parts = []
     if len(layers) < trace.num_layers:
         parts.append(f"{_numbers('layer', layers)} of {trace.num_layers}")
-    if heads is not None and len(heads) < trace.num_heads:
+    if some_heads:
         parts.append(f"{_numbers('head', heads)} of {trace.num_heads}")
     if not parts:
         return None
-    choose = "include_layers and include_heads choose" if heads is not None else "include_layers chooses"
-    return f"Showing {' and '.join(parts)} (counted from 0), to keep the page quick; {choose} others."
+    showing = f"Showing {' and '.join(parts)} (counted from 0), to keep the page quick"
+    if squares and some_heads:
+        which = "square is that head" if len(heads) == 1 else "squares are these heads, left to right"
+        return f"{showing}: the coloured {which}; the Head picker (include_heads) chooses others."
+    both = heads is not None and not squares  # the model view, which trades layers for heads
+    return f"{showing}; {'include_layers and include_heads choose' if both else 'include_layers chooses'} others."
 
 
 def _numbers(noun: str, indices: list[int]) -> str:
