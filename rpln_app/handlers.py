@@ -146,7 +146,7 @@ def inside_outputs(trace: Trace, about: Any = None) -> list[Any]:
     view = v["bertviz_view"]
     v["bertviz_view"] = gr.Radio(value=view)
     v["bertviz_layer"], v["bertviz_head"] = layer_head_sliders(trace, v["bertviz_layer"], v["bertviz_head"],
-                                                               inside.BERTVIZ_PICKERS[view])
+                                                               inside.bertviz_pickers(trace, view))
     v["bertviz_download"] = download_button(v["bertviz_download"], view)
     return layer_head_sliders(trace) + values.ordered()
 
@@ -303,7 +303,7 @@ class Handlers:
         directory = inside.fresh_export_directory(inside.EXPORT_ROOT)
         about = inside.RunAbout.of(record) if isinstance(record, TraceRecord) else None
         page, path = inside.bertviz_values(trace, view, layer, head, directory, about)
-        sliders = layer_head_sliders(trace, layer, head, inside.BERTVIZ_PICKERS[view])
+        sliders = layer_head_sliders(trace, layer, head, inside.bertviz_pickers(trace, view))
         return page, download_button(path, view), *sliders
 
     def bertviz_if_open(self, record: Any, is_open: bool, view: str, layer: float, head: float):

@@ -33,9 +33,13 @@ EXPORTS_KEPT = 16
 # again for every visit of the view. The trace store counts them in its memory budget like any other tensor.
 CAPTURE = CaptureOptions(queries_and_keys=True)
 
-# Which of the panel's (layer, head) pickers each view takes: the head view starts on a layer and shows all its
-# heads (its colour squares toggle them), the model view shows every head it includes, the neuron view one head.
-BERTVIZ_PICKERS = {"head": (True, False), "model": (False, False), "neuron": (True, True)}
+def bertviz_pickers(trace: Trace, view: str) -> tuple[bool, bool]:
+    """Which of the panel's (layer, head) pickers `view` takes: the head view starts on a layer and shows its heads
+    (its colour squares toggle them), so it takes the head only when it shows some of them, the window around it;
+    the model view shows every head it includes; the neuron view one head."""
+    if view == "head":
+        return True, len(bertviz_views.head_view_heads(trace)) < trace.num_heads
+    return {"model": (False, False), "neuron": (True, True)}[view]
 # Where the app serves viz/assets (app.py's static paths): the pages in the iframes load the libraries from there,
 # once per browser, instead of carrying 394 KB of them in every page. Downloads inline them.
 ASSET_URL = f"/gradio_api/file={bertviz_views.ASSET_DIR.as_posix()}"
@@ -139,7 +143,8 @@ def bertviz_values(
     cannot be drawn from this trace)."""
     if view not in BERTVIZ_VIEWS:
         raise RplnError(f"There is no bertviz view called {view!r}: choose one of {', '.join(BERTVIZ_VIEWS)}.")
-    options = {"head": {"layer": layer}, "model": {}, "neuron": {"layer": layer, "head": head}}[view]
+    options = {"head": {"layer": layer, "include_heads": bertviz_views.head_view_heads(trace, head)}, "model": {},
+               "neuron": {"layer": layer, "head": head}}[view]
     try:
         page = bertviz_views.PAGES[view](trace, **options)
     except RplnError as error:  # the neuron view of a trace without queries and keys

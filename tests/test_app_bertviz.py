@@ -78,7 +78,7 @@ def srcdoc(iframe: str) -> str:
 def test_a_run_sets_bertvizs_pickers_on_the_head_view_and_leaves_its_page_to_the_open_tab(runs, task):
     values, _ = runs[task]
     assert values["bertviz_view"].value == "head"
-    assert (values["bertviz_layer"].visible, values["bertviz_head"].visible) == inside.BERTVIZ_PICKERS["head"]
+    assert (values["bertviz_layer"].visible, values["bertviz_head"].visible) == (True, False)  # every head fits
     assert values["bertviz"] == inside.message_html(inside.BERTVIZ_ON_OPEN) and "<iframe" not in values["bertviz"]
     assert values["bertviz_download"].visible is False
 
@@ -105,7 +105,8 @@ def test_every_view_draws_from_each_tabs_stored_trace_and_downloads_standalone(h
     page, download, layer, head = handlers.bertviz_view(record, view, 1, 2)
     shown = srcdoc(page)
     assert f"<title>{view} view · {record.model}</title>" in shown
-    assert (layer.visible, head.visible) == inside.BERTVIZ_PICKERS[view]
+    pickers = {"head": (True, False), "model": (False, False), "neuron": (True, True)}  # the head view: every head fits
+    assert (layer.visible, head.visible) == pickers[view]
     assert (layer.value, head.value) == (1, 2)
     saved = Path(download.value["path"]).read_text()
     assert '<script src="' not in saved and "d3" in saved  # libraries inlined: it draws on its own
@@ -118,6 +119,17 @@ def test_the_neuron_view_starts_on_the_chosen_layer_and_head(handlers, runs):
     data = json.loads(re.search(r'id="rpln-bertviz-data">(.*?)</script>', page).group(1))
     assert data["params"]["head"] == 3 and data["layer_labels"][data["params"]["layer"]] == 2
     assert set(data["packed"]) == {"attention", "queries", "keys"}
+
+
+def test_a_head_view_that_holds_some_heads_offers_the_head_picker_and_centres_on_its_head(handlers, runs,
+                                                                                            monkeypatch):
+    _, record = runs["fill-mask"]
+    tokens = len(handlers.traces.get(record.key).tokens)
+    monkeypatch.setattr(bertviz_views, "HEAD_VIEW_MAX_LINES", 2 * tokens**2)  # two of preln-mini's four heads
+    page, _, layer, head = handlers.bertviz_view(record, "head", 1, 3)
+    data = json.loads(re.search(r'id="rpln-bertviz-data">(.*?)</script>', srcdoc(page)).group(1))
+    assert data["params"]["include_heads"] == [2, 3] and (layer.visible, head.visible) == (True, True)
+    assert "Showing heads 2, 3 of 4" in srcdoc(page)
 
 
 @pytest.mark.parametrize("task", ["classification", "qa"])
