@@ -31,7 +31,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_app import free_port, save_random, small_checkpoint, tab_settings  # noqa: E402
+from bench.bench_app import free_port, save_random, serving, small_checkpoint, tab_settings  # noqa: E402
 from bench.bench_core import format_table, quiet_torch, text_of_length, time_interleaved  # noqa: E402
 from rpln_app.handlers import Handlers  # noqa: E402
 from rpln_app.registry import ModelRegistry  # noqa: E402
@@ -148,12 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         # The server's own handler time for each request, so each run's rest is its click-to-drawn minus it.
         server_times: list[float] = []
         with mock.patch.object(Handlers, "fill_mask", timed(Handlers.fill_mask, server_times)):
-            demo = app.build_demo(settings)
-            demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
-            try:
-                runs = browser_runs(f"http://127.0.0.1:{settings.port}/", texts, args.repeats)
-            finally:
-                demo.close()
+            with serving(app, settings) as (_, url):
+                runs = browser_runs(url, texts, args.repeats)
         for run, server in zip(runs, server_times[-len(runs):]):
             run["server"] = server * 1000
         handlers = Handlers(ModelRegistry([model], public=False))
