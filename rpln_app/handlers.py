@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import inspect
@@ -133,10 +134,9 @@ def gr_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-!|>~])", r"\\\1", html.escape(text, quote=False))
 
 
-def inside_outputs(trace: Trace, about: Any = None) -> list[Any]:
-    """The inside-the-model panel's values in component order, adapted to Gradio components. `about`: the run
-    (an rpln_app.inside.RunAbout: task, model, inputs, result), written into the downloads so they stand alone."""
-    values: InsideValues = inside_values(trace, about=about)
+def inside_outputs(trace: Trace) -> list[Any]:
+    """The inside-the-model panel's values in component order, adapted to Gradio components."""
+    values: InsideValues = inside_values(trace)
     v = values.values
     names, first = v["ln_choice"]
     v["ln_choice"] = gr.Dropdown(choices=names, value=first)
@@ -149,6 +149,11 @@ def inside_outputs(trace: Trace, about: Any = None) -> list[Any]:
                                                                inside.bertviz_pickers(trace, view))
     v["bertviz_download"] = download_button(v["bertviz_download"], view)
     return layer_head_sliders(trace) + values.ordered()
+
+
+def described(record: TraceRecord, result: Any) -> TraceRecord:
+    """`record` with what its run's downloads describe: task, model, inputs and `result` (rpln_app.inside.RunAbout)."""
+    return dataclasses.replace(record, about=inside.RunAbout.of(record, result))
 
 
 def task_chart(figure: Any, result: Any, chart: str) -> Any:
@@ -195,13 +200,14 @@ class Handlers:
         self.failures = FailedRuns()
 
     def run_task(self, task: str, model: str, inputs: dict[str, Any], previous: Any = None) -> tuple[Any, TraceRecord]:
-        """Run a task tab's engine call and keep its trace; the result and the record a session keeps of it.
+        """Run a task tab's engine call and keep its trace; the result and the record a session keeps of it (with
+        what its downloads will describe).
 
         The `previous` record's trace (this tab's last run in this session) is dropped once the new run
         succeeds: nothing can draw from it any more, and a visitor clicking again and again should not push
         other visitors' traces out."""
         result = engine_task(task)(self.registry.for_task(model, task), **inputs)
-        return result, self.keep(result.trace, task, model, inputs, previous)
+        return result, described(self.keep(result.trace, task, model, inputs, previous), result)
 
     def keep(self, trace: Any, task: str, model: str, inputs: dict[str, Any], previous: Any = None) -> TraceRecord:
         """Store what a run's views draw from (`trace`) and return its record, dropping the `previous` record's."""
@@ -239,7 +245,7 @@ class Handlers:
         table = table.assign(mask=table["mask"] + 1, token=table["token_str"].map(visible_token))
         task = [notices_markdown(result.notices), table_rows(table[["mask", "rank", "token", "score", "sequence"]]),
                 task_chart(tasks.fill_mask_figure(result, mask=None), result, "scores")]
-        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
+        return task + inside_outputs(result.trace) + [record]
 
     @needs_engine
     def classify(self, model_name: str, text: str, text_pair: str, previous: Any = None, request: gr.Request = None):
@@ -248,7 +254,7 @@ class Handlers:
             result, record = self.run_task("classification", model_name, inputs, previous)
         task = [notices_markdown(result.notices), task_chart(tasks.classification_figure(result), result, "labels"),
                 table_rows(frames.labels_frame(result)[["label", "score"]])]
-        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
+        return task + inside_outputs(result.trace) + [record]
 
     @needs_engine
     def answer(self, model_name: str, question: str, context: str, top_k: float, impossible: bool,
@@ -269,7 +275,7 @@ class Handlers:
             table_rows(table[["answer", "score", "start", "end"]]),
             task_chart(tasks.qa_logits_figure(result), result, "qa-logits"),
         ]
-        return task + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
+        return task + inside_outputs(result.trace) + [record]
 
     def run_failed(self, task: str, record: Any, request: gr.Request = None) -> str:
         """The tab's notice after its run failed: why (as the failing run noted it), and that the results still
@@ -301,16 +307,27 @@ class Handlers:
         layer = whole_number(layer, "Layer", 0, trace.num_layers - 1)
         head = whole_number(head, "Head", 0, trace.num_heads - 1)
         directory = inside.fresh_export_directory(inside.EXPORT_ROOT)
-        about = inside.RunAbout.of(record) if isinstance(record, TraceRecord) else None
-        page, path = inside.bertviz_values(trace, view, layer, head, directory, about)
+        page, path = inside.bertviz_values(trace, view, layer, head, directory, record.about)
         sliders = layer_head_sliders(trace, layer, head, inside.bertviz_pickers(trace, view))
         return page, download_button(path, view), *sliders
 
-    def bertviz_if_open(self, record: Any, is_open: bool, view: str, layer: float, head: float):
+    def bertviz_if_open(self, record: Any, open_tab: str, view: str, layer: float, head: float):
         """After a run: bertviz_view if the visitor has bertviz's tab open (a closed tab draws when it opens)."""
-        if not is_open:
+        if open_tab != "bertviz":
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return self.bertviz_view(record, view, layer, head)
+
+    @needs_engine
+    def exports(self, record: Any):
+        """The Export tab's files for the run: its statistics as CSV and JSON, with the input, settings and result."""
+        trace = self.trace_of(record)
+        if trace is None:
+            return gr.skip()
+        return inside.write_downloads(trace, inside.fresh_export_directory(inside.EXPORT_ROOT), record.about)
+
+    def exports_if_open(self, record: Any, open_tab: str):
+        """After a run: exports if the visitor has the Export tab open (a closed tab writes them when it opens)."""
+        return self.exports(record) if open_tab == "export" else gr.skip()
 
     @needs_engine
     def model_view_click(self, record: Any, evt: gr.SelectData):

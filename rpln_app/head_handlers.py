@@ -24,6 +24,7 @@ from . import inputs as check
 from .handlers import (
     NO_RUN,
     Handlers,
+    described,
     engine_task,
     import_engine,
     importing_first,
@@ -141,7 +142,7 @@ class HeadHandlers(Handlers):
         table["text"] = [result.text[start:end] for start, end in zip(table["start"], table["end"])]
         outputs = [notices_markdown(notices), heads.tag_spans(result), table_rows(table),
                    heads.token_scores_figure(result)]
-        return outputs + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record]
+        return outputs + inside_outputs(result.trace) + [record]
 
     @needs_heads
     def choose(self, model_name: str, context: str, choices: str, previous: Any = None, request: gr.Request = None):
@@ -150,14 +151,14 @@ class HeadHandlers(Handlers):
             inputs = {"context": check.text(context, "context"), "choices": choice_lines(choices)}
             result = engine_task(task)(self.registry.for_task(model_name, task), **inputs)
             kept = self.keep(result.traces, task, model_name, inputs, previous)
-        record = ChoiceRecord(kept.key, kept.task, kept.model, kept.inputs, shown=result.best)
+        record = described(ChoiceRecord(kept.key, kept.task, kept.model, kept.inputs, shown=result.best), result)
         table = frames.choices_frame(result)
         table["index"] += 1  # numbered from 1, as the chart and the picker below number them
         picker = gr.Radio(choices=[(heads.shorten(f"{n}: {c.choice}", 60), n - 1)
                                    for n, c in enumerate(result.choices, start=1)], value=result.best)
         outputs = [notices_markdown(result.notices), heads.choice_figure(result),
                    table_rows(table.rename(columns={"index": "#"})), picker]
-        return outputs + self._choice_views(record, result.traces, result) + [record]
+        return outputs + self._choice_views(record, result.traces) + [record]
 
     @needs_heads
     def show_choice(self, record: Any, choice: Any):
@@ -169,12 +170,12 @@ class HeadHandlers(Handlers):
         record = dataclasses.replace(record, shown=whole_number(choice, "Choice", 0, len(traces) - 1))
         return self._choice_views(record, traces) + [record]
 
-    def _choice_views(self, record: ChoiceRecord, traces: list[Trace], result: Any = None) -> list:
+    def _choice_views(self, record: ChoiceRecord, traces: list[Trace]) -> list:
         """The shown choice's input with its differing tokens marked, then the inside panel of its pass."""
         differing = differing_positions([trace.tokens.ids for trace in traces])[record.shown]
         texts = (record.inputs["context"], record.inputs["choices"][record.shown])
         spans = heads.differing_spans(traces[record.shown], differing, texts)
-        return [spans] + inside_outputs(traces[record.shown], about=inside.RunAbout.of(record, result))
+        return [spans] + inside_outputs(traces[record.shown])
 
     def generate(self, model_name: str, prompt: str, max_new_tokens: float, do_sample: bool, temperature: float,
                  top_k: float, top_p: float, seed: float, previous: Any = None, request: gr.Request = None):
@@ -194,13 +195,13 @@ class HeadHandlers(Handlers):
             for step in run:  # the notices clear as the first token comes: they will be this run's
                 yield ["", *self._generated(prompt, step.text, run.steps)] + waiting
             result = run.result(options=inside.CAPTURE)
-            record = self.keep(result.trace, task, model_name, inputs, previous)
+            record = described(self.keep(result.trace, task, model_name, inputs, previous), result)
         steps = len(result.steps)  # a slider's ends must differ: one step leaves it still
         lens_step = gr.Slider(minimum=1, maximum=max(2, steps), value=1, step=1, interactive=steps > 1)
         yield ([notices_markdown(result.notices + stop_notices(result)),
                 *self._generated(prompt, result.text, result.steps), lens_step,
                 inside.png_named(heads.step_lens_figure(result.trace, 0), inside.chart_filename(result.trace, "lens"))]
-               + inside_outputs(result.trace, about=inside.RunAbout.of(record, result)) + [record])
+               + inside_outputs(result.trace) + [record])
 
     @staticmethod
     def _generated(prompt: str, text: str, steps: list) -> list:

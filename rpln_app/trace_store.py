@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ class TraceRecord:
     task: str  # "fill-mask", "classification" or "qa"
     model: str
     inputs: dict[str, Any]  # keyword arguments of the engine call: running it again gives the same trace
+    # What the run's downloads describe (an rpln_app.inside.RunAbout: inputs, result, time), written when the Export
+    # tab is opened. A few rows of result, not the trace.
+    about: Any = field(default=None, compare=False)
 
 
 class TraceStore:

@@ -86,8 +86,8 @@ def test_a_run_sets_bertvizs_pickers_on_the_head_view_and_leaves_its_page_to_the
 @pytest.mark.parametrize("task", RUNS)
 def test_after_a_run_bertviz_draws_the_head_view_with_its_download_only_if_its_tab_is_open(handlers, runs, task):
     _, record = runs[task]
-    assert handlers.bertviz_if_open(record, False, "head", 0, 0) == (gr.skip(),) * 4  # nothing drawn, nothing sent
-    page, download, layer, head = handlers.bertviz_if_open(record, True, "head", 0, 0)
+    assert handlers.bertviz_if_open(record, "attention", "head", 0, 0) == (gr.skip(),) * 4  # nothing drawn or sent
+    page, download, layer, head = handlers.bertviz_if_open(record, "bertviz", "head", 0, 0)
     assert page.startswith('<iframe sandbox="allow-scripts"') and "<title>head view" in srcdoc(page)
     assert f'src="{inside.ASSET_URL}/d3-5.7.0/d3.min.js"' in srcdoc(page)  # the libraries come from the app, once
     assert Path(download.value["path"]).name.endswith("-head-view.html")
@@ -95,7 +95,7 @@ def test_after_a_run_bertviz_draws_the_head_view_with_its_download_only_if_its_t
 
 def head_view(handlers, runs, task: str) -> str:
     """The page of the head view the open bertviz tab shows after `task`'s run."""
-    return srcdoc(handlers.bertviz_if_open(runs[task][1], True, "head", 0, 0)[0])
+    return srcdoc(handlers.bertviz_if_open(runs[task][1], "bertviz", "head", 0, 0)[0])
 
 
 @pytest.mark.parametrize("task", RUNS)
@@ -166,15 +166,24 @@ def test_a_bertviz_view_that_does_not_exist_is_refused(handlers, runs):
 # --- downloads that stand alone
 
 
-def export_paths(values) -> dict[str, Path]:
-    """The run's statistics downloads by what follows the stem: "trace.json", "about.csv", "result.csv", …"""
-    return {Path(p).name.rsplit("-", 1)[1]: Path(p) for p in values["exports"]}
+def export_paths(handlers, record) -> dict[str, Path]:
+    """The run's statistics downloads, as the Export tab writes them when opened, by what follows the stem:
+    "trace.json", "about.csv", "result.csv", …"""
+    return {Path(p).name.rsplit("-", 1)[1]: Path(p) for p in handlers.exports(record)}
 
 
 @pytest.mark.parametrize("task", RUNS)
-def test_the_json_export_holds_input_settings_result_versions_and_time(runs, task):
+def test_a_run_writes_no_downloads_until_the_export_tab_is_open(handlers, runs, task):
     values, record = runs[task]
-    document = json.loads(export_paths(values)["trace.json"].read_text())
+    assert values["exports"] is None
+    assert handlers.exports_if_open(record, "bertviz") == gr.skip()
+    assert sorted(Path(p).suffix for p in handlers.exports_if_open(record, "export")) == [".csv"] * 5 + [".json"]
+
+
+@pytest.mark.parametrize("task", RUNS)
+def test_the_json_export_holds_input_settings_result_versions_and_time(handlers, runs, task):
+    values, record = runs[task]
+    document = json.loads(export_paths(handlers, record)["trace.json"].read_text())
     texts = {name: value for name, value in record.inputs.items() if isinstance(value, str)}
     assert document["task"] == task and document["model"] == record.model
     assert document["input"] == texts
@@ -187,9 +196,9 @@ def test_the_json_export_holds_input_settings_result_versions_and_time(runs, tas
     assert len(document["tables"]["result"]) > 0
 
 
-def test_the_csv_exports_carry_the_run_too(runs):
+def test_the_csv_exports_carry_the_run_too(handlers, runs):
     values, record = runs["qa"]
-    paths = export_paths(values)
+    paths = export_paths(handlers, record)
     with paths["about.csv"].open(newline="") as handle:
         about = {row["field"]: row["value"] for row in csv.DictReader(handle)}
     assert about["input.question"] == record.inputs["question"] and about["input.context"] == record.inputs["context"]
@@ -199,8 +208,8 @@ def test_the_csv_exports_carry_the_run_too(runs):
 
 
 def test_export_names_carry_model_input_and_time_and_never_repeat(handlers):
-    (first, first_record), (second, second_record) = run(handlers, "fill-mask"), run(handlers, "fill-mask")
-    names = [Path(p).name for values in (first, second) for p in values["exports"]]
+    (_, first_record), (_, second_record) = run(handlers, "fill-mask"), run(handlers, "fill-mask")
+    names = [Path(p).name for record in (first_record, second_record) for p in handlers.exports(record)]
     names += [Path(handlers.bertviz_view(record, "head", 0, 0)[1].value["path"]).name
               for record in (first_record, second_record)]
     assert len(set(names)) == len(names)
@@ -253,9 +262,9 @@ def without_libraries(page: str) -> str:
 
 
 @pytest.mark.parametrize("task", RUNS)
-def test_hostile_input_stays_text_in_every_export(hostile_runs, task):
+def test_hostile_input_stays_text_in_every_export(handlers, hostile_runs, task):
     values, record = hostile_runs[task]
-    paths = export_paths(values)
+    paths = export_paths(handlers, record)
     document = json.loads(paths["trace.json"].read_text())
     first_text = next(value for value in record.inputs.values() if isinstance(value, str))
     assert first_text in document["input"].values()  # data in a string, as typed

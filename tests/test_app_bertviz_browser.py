@@ -184,6 +184,15 @@ def test_the_model_view_image_downloads_named_for_the_chart_and_the_input(fill_m
     assert name.startswith("preln-mini_model-view_the-img-src-x-onerror-alert-1-script") and name.endswith(".png")
 
 
+def test_the_export_tab_writes_the_runs_downloads_when_opened(fill_mask_tab):
+    tab = open_tab(fill_mask_tab.page, "Fill-mask")
+    tab.get_by_role("tab", name="Export").click()
+    trace_json = tab.locator("td.filename[aria-label$='-trace.json']").first
+    expect(trace_json).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    assert trace_json.get_attribute("aria-label").startswith("preln-mini_the-img-src-x-onerror-alert-1-script-sat")
+    assert tab.locator("td.filename").count() == 6  # the JSON, and the description, result and 3 tables as CSV
+
+
 def test_a_pair_of_texts_gets_the_sentence_filters_in_the_apps_head_view(page):
     tab = run_and_open_bertviz(page, "Classification", {"Text": "A gripping film.",
                                                        "Second text (optional, for pair tasks)": "A dull one."},

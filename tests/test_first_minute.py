@@ -141,15 +141,15 @@ def test_a_visitors_run_keeps_the_shared_first_trace_for_the_other_visitors(hand
     assert mine.key not in handlers.traces  # a visitor's own earlier run still makes way
 
 
-def test_first_results_downloads_outlive_the_export_folders_pruning(handlers, tmp_path, monkeypatch):
+def test_first_results_files_outlive_the_export_folders_pruning(handlers, tmp_path, monkeypatch):
     from pathlib import Path
 
     from rpln_app import arrivals as arrivals_module
 
     monkeypatch.setattr(arrivals_module, "KEPT_ROOT", tmp_path / "kept")
     outputs = Arrivals(handlers).add("fill-mask", lambda: handlers.fill_mask("preln-mini", "The <mask>.", 3), 0)()
-    downloads = next(value for value in outputs if isinstance(value, list) and str(value[0]).endswith(".json"))
-    assert all(Path(path).is_file() and tmp_path in Path(path).parents for path in downloads)
+    model_view = next(value for value in outputs if isinstance(value, str) and value.endswith(".png"))
+    assert Path(model_view).is_file() and tmp_path in Path(model_view).parents
 
 
 def test_first_results_that_fail_say_so_and_are_tried_again(handlers):

@@ -46,19 +46,27 @@ class InsidePanel:
         c["bertviz_view"].input(**redraw)
         c["bertviz_layer"].change(**redraw)
         c["bertviz_head"].change(**redraw)
-        self._draw_bertviz_while_open(handlers, record, runs, redraw)
+        self._draw_while_open(handlers, record, runs, redraw)
 
-    def _draw_bertviz_while_open(self, handlers: Handlers, record: gr.State, runs: list, redraw: dict) -> None:
-        """A run leaves bertviz's page out (rpln_app.inside.BERTVIZ_ON_OPEN says why): opening its tab draws it, and
-        while the tab is open each new run draws it again. Which tab is open is kept per session."""
-        bertviz_open = gr.State(False)
+    def _draw_while_open(self, handlers: Handlers, record: gr.State, runs: list, redraw: dict) -> None:
+        """A run leaves bertviz's page and the downloads out (rpln_app.inside.BERTVIZ_ON_OPEN says why): opening
+        their tab makes them, and while it is open each new run makes them again. Which tab is open is kept per
+        session."""
+        open_tab = gr.State("attention")
         for name, tab in self.tabs.items():
-            tab.select(_returning(name == "bertviz"), None, bertviz_open, queue=False, api_visibility="private")
+            tab.select(_returning(name), None, open_tab, queue=False, api_visibility="private")
+        exports = dict(fn=user_errors(handlers.exports), inputs=[record], outputs=self.components["exports"],
+                       api_visibility="private")
         self.tabs["bertviz"].select(**redraw)
-        after_run = {**redraw, "fn": user_errors(handlers.bertviz_if_open),
-                     "inputs": [redraw["inputs"][0], bertviz_open, *redraw["inputs"][1:]]}
+        self.tabs["export"].select(**exports)
+        after_run = [
+            {**redraw, "fn": user_errors(handlers.bertviz_if_open),
+             "inputs": [redraw["inputs"][0], open_tab, *redraw["inputs"][1:]]},
+            {**exports, "fn": user_errors(handlers.exports_if_open), "inputs": [record, open_tab]},
+        ]
         for run in runs:
-            run.success(**after_run)
+            for then in after_run:
+                run.success(**then)
 
 
 def _returning(value):
