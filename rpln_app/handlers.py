@@ -11,12 +11,14 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
+import pandas as pd
 
 from rpln_core.budgets import check_top_k
 from rpln_core.checks import check_flag, whole_number
 from rpln_core.errors import RplnError
 
 from . import inputs as check
+from .keys import DRAWN_ON_OPEN
 from .notes import FailedRuns, failed_run_notice, qa_notices
 from .registry import ModelRegistry
 from .trace_store import TraceRecord, TraceStore
@@ -138,10 +140,9 @@ def inside_outputs(trace: Trace) -> list[Any]:
     """The inside-the-model panel's values in component order, adapted to Gradio components."""
     values: InsideValues = inside_values(trace)
     v = values.values
-    names, first = v["ln_choice"]
-    v["ln_choice"] = gr.Dropdown(choices=names, value=first)
-    if v["lens"] is None:
-        v["lens"] = empty_figure("The logit lens needs a masked-LM checkpoint and a <mask> in the text.")
+    # The LayerNorm tab's choice and table, drawn when it is opened: empty until then, with the table's own columns.
+    v["ln_choice"] = gr.Dropdown(choices=[], value=None)
+    v["ln_table"] = pd.DataFrame(columns=layernorm.STATS_COLUMNS)
     inside.name_png_downloads(v, trace)
     view = v["bertviz_view"]
     v["bertviz_view"] = gr.Radio(value=view)
@@ -149,6 +150,23 @@ def inside_outputs(trace: Trace) -> list[Any]:
                                                                inside.bertviz_pickers(trace, view))
     v["bertviz_download"] = download_button(v["bertviz_download"], view)
     return layer_head_sliders(trace) + values.ordered()
+
+
+def tab_outputs(trace: Trace, tab: str) -> list[Any]:
+    """The views of one of the panel's DRAWN_ON_OPEN tabs, in component order, adapted to Gradio components."""
+    values = inside.tab_values(trace, tab)
+    if "ln_choice" in values:
+        names, first = values["ln_choice"]
+        values["ln_choice"] = gr.Dropdown(choices=names, value=first)
+    if values.get("lens", False) is None:
+        values["lens"] = empty_figure("The logit lens needs a masked-LM checkpoint and a <mask> in the text.")
+    inside.name_png_downloads(values, trace)
+    return [values[key] for key in DRAWN_ON_OPEN[tab]]
+
+
+def event_values(values: list[Any]) -> Any:
+    """An event's return for its outputs: Gradio takes an event with one output's value alone, not in a list."""
+    return values[0] if len(values) == 1 else values
 
 
 def described(record: TraceRecord, result: Any) -> TraceRecord:
@@ -324,6 +342,16 @@ class Handlers:
         if trace is None:
             return gr.skip()
         return inside.write_downloads(trace, inside.fresh_export_directory(inside.EXPORT_ROOT), record.about)
+
+    @needs_engine
+    def tab_views(self, record: Any, tab: str):
+        """The views of the panel's `tab` (one of DRAWN_ON_OPEN) for the run, drawn as the tab is opened."""
+        trace = self.trace_of(record)
+        return event_values([gr.skip()] * len(DRAWN_ON_OPEN[tab]) if trace is None else tab_outputs(trace, tab))
+
+    def tab_views_if_open(self, record: Any, open_tab: str, tab: str):
+        """After a run: tab_views if the visitor has that tab open (a closed tab draws when it opens)."""
+        return self.tab_views(record, tab) if open_tab == tab else event_values([gr.skip()] * len(DRAWN_ON_OPEN[tab]))
 
     def exports_if_open(self, record: Any, open_tab: str):
         """After a run: exports if the visitor has the Export tab open (a closed tab writes them when it opens)."""

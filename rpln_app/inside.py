@@ -20,7 +20,7 @@ from rpln_core import CaptureOptions, Trace, frames
 from rpln_core.errors import RplnError
 from viz import attention, bertviz_views, export, layernorm, lens, residual
 
-from .keys import BERTVIZ_VIEWS, INSIDE_KEYS
+from .keys import BERTVIZ_VIEWS, DRAWN_ON_OPEN, INSIDE_KEYS
 
 # Gradio copies returned files into its own cache, so only the newest few export folders need to stay.
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "rpln-exports"
@@ -94,11 +94,10 @@ class InsideValues:
 
 
 def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path | None = None) -> InsideValues:
-    """Every view of the panel for `trace`, starting on the attention of (`layer`, `head`). bertviz's tab gets its
-    pickers (head view, `layer`) and a placeholder, and the Export tab no files: both are made only while their tab
-    is open (BERTVIZ_ON_OPEN's comment says why)."""
-    ln_names = [stats.name for stats in trace.layernorms]
-    first_ln = ln_names[1] if len(ln_names) > 1 else ln_names[0]
+    """The panel's values for a run of `trace`: the Attention tab's views, on (`layer`, `head`); None for the views
+    of the tabs in DRAWN_ON_OPEN (tab_values draws them), bertviz's pickers (head view, `layer`) and a placeholder
+    for its page, and no downloads: those are made only while their tab is open (BERTVIZ_ON_OPEN's comment says
+    why)."""
     directory = fresh_export_directory(EXPORT_ROOT if export_root is None else export_root)
     values = {
         "head_view": attention.head_view(trace, layer, head),
@@ -106,15 +105,7 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
         "entropy": attention.entropy_heatmap(trace),
         "rollout": attention.rollout_heatmap(trace),
         "sinks": attention.sinks_figure(trace),
-        "ln_scale": layernorm.scale_heatmap(trace),
-        "ln_table": table_rows(layernorm.stats_table(trace)),
-        "ln_choice": (ln_names, first_ln),
-        "gamma_beta": layernorm.gamma_beta_figure(trace, first_ln),
-        "abs_input": layernorm.abs_input_heatmap(trace),
-        "resid_norm": residual.norm_figure(trace),
-        "sublayer": residual.sublayer_figure(trace),
-        "massive": residual.massive_figure(trace),
-        "lens": lens.lens_figure(trace),
+        **{key: None for keys in DRAWN_ON_OPEN.values() for key in keys},
         "bertviz_view": "head",
         "bertviz_layer": layer,
         "bertviz_head": head,
@@ -123,6 +114,23 @@ def inside_values(trace: Trace, layer: int = 0, head: int = 0, export_root: Path
         "exports": None,
     }
     return InsideValues(values)
+
+
+def tab_values(trace: Trace, tab: str) -> dict[str, Any]:
+    """The views of one of the panel's DRAWN_ON_OPEN tabs, by key: "layernorm" (the LayerNorm choice as (names,
+    first)), "residual" or "lens" (None where the logit lens cannot be drawn)."""
+    if tab == "layernorm":
+        names = [stats.name for stats in trace.layernorms]
+        first = names[1] if len(names) > 1 else names[0]  # the first inside the layers: embed.ln is outside them
+        return {"ln_scale": layernorm.scale_heatmap(trace), "ln_table": table_rows(layernorm.stats_table(trace)),
+                "ln_choice": (names, first), "gamma_beta": layernorm.gamma_beta_figure(trace, first),
+                "abs_input": layernorm.abs_input_heatmap(trace)}
+    if tab == "residual":
+        return {"resid_norm": residual.norm_figure(trace), "sublayer": residual.sublayer_figure(trace),
+                "massive": residual.massive_figure(trace)}
+    if tab == "lens":
+        return {"lens": lens.lens_figure(trace)}
+    raise RplnError(f"The panel has no tab {tab!r} drawn on opening: choose one of {', '.join(DRAWN_ON_OPEN)}.")
 
 
 def write_downloads(trace: Trace, directory: Path, about: RunAbout | None) -> list[str]:

@@ -27,5 +27,14 @@ INSIDE_KEYS = (
     "exports",  # last: the tests and the benchmark find the downloads there
 )
 
+# The panel's tabs whose views a run leaves out (as None): each is drawn when its tab is opened, and after each run
+# while it is open (rpln_app.inside.BERTVIZ_ON_OPEN's comment says why). bertviz's and the Export tab work the same
+# way with handlers of their own.
+DRAWN_ON_OPEN = {
+    "layernorm": ("ln_scale", "ln_table", "ln_choice", "gamma_beta", "abs_input"),
+    "residual": ("resid_norm", "sublayer", "massive"),
+    "lens": ("lens",),
+}
+
 # bertviz's views, as the panel's radio names them (the handlers' values are the keys).
 BERTVIZ_VIEWS = {"head": "Head view", "model": "Model view", "neuron": "Neuron view"}

@@ -11,7 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from rpln_app.handlers import Handlers, _fill, user_errors
-from rpln_app.keys import INSIDE_KEYS
+from rpln_app.keys import DRAWN_ON_OPEN, INSIDE_KEYS
 from rpln_app.registry import ModelRegistry
 from rpln_core import answer, classify, fill_mask, load_model
 from rpln_core.compare import compare as compare_models
@@ -101,8 +101,13 @@ def test_the_fill_mask_tab_returns_every_view(client, models):
     outputs = client.predict(models["fill-mask"], "The cat sat on the <mask>.", 5, api_name="/ui_fill_mask")
     notices, table, chart, layer, head, *inside = outputs  # the trace stays on the server, in session state
     assert table["data"][0][:2] == [1, 1]
-    assert len(inside) == len(INSIDE_KEYS) and all(value is not None for value in inside[:-1])
-    assert inside[-1] is None  # the downloads: written when the Export tab is opened
+    views = dict(zip(INSIDE_KEYS, inside))
+    assert len(inside) == len(INSIDE_KEYS)
+    # the Attention tab's views come with the run; the other tabs' (and the downloads) when each is opened
+    later = {key for keys in DRAWN_ON_OPEN.values() for key in keys} | {"exports", "bertviz_download"}
+    assert all(views[key] is not None for key in INSIDE_KEYS if key not in later)
+    assert [key for key in later - {"ln_choice", "ln_table", "bertviz_download"} if views[key] is not None] == []
+    assert views["ln_table"]["data"] == [] and views["ln_table"]["headers"][:2] == ["name", "module"]
 
 
 def test_user_text_reaches_html_only_escaped(client, models):

@@ -17,7 +17,7 @@ pytest.importorskip("bertviz", reason="bertviz is not installed (pip install ber
 
 from rpln_app import inside  # noqa: E402
 from rpln_app.handlers import Handlers  # noqa: E402
-from rpln_app.keys import INSIDE_KEYS  # noqa: E402
+from rpln_app.keys import DRAWN_ON_OPEN, INSIDE_KEYS  # noqa: E402
 from rpln_app.registry import ModelRegistry  # noqa: E402
 from rpln_app.trace_store import TraceRecord, trace_nbytes  # noqa: E402
 from rpln_core import fill_mask  # noqa: E402
@@ -225,9 +225,29 @@ def test_the_charts_download_as_png_named_for_chart_and_input(runs):
     assert "data" in spec and "layout" in spec
 
 
+@pytest.mark.parametrize("task", RUNS)
+def test_a_run_leaves_the_other_tabs_views_to_be_drawn_when_each_is_opened(handlers, runs, task):
+    values, record = runs[task]
+    for tab, keys in DRAWN_ON_OPEN.items():
+        assert all(values[key] is None for key in keys if key not in ("ln_choice", "ln_table"))
+        assert values["ln_table"].empty and values["ln_choice"].choices == []
+        closed = handlers.tab_views_if_open(record, "attention", tab)
+        opened = handlers.tab_views_if_open(record, tab, tab)
+        if len(keys) == 1:  # Gradio takes one output's value alone
+            closed, opened = [closed], [opened]
+        assert closed == [gr.skip()] * len(keys)
+        drawn = dict(zip(keys, opened))
+        assert all(value is not None for value in drawn.values())
+    layernorms = dict(zip(DRAWN_ON_OPEN["layernorm"], handlers.tab_views(record, "layernorm")))
+    trace = handlers.traces.get(record.key)
+    assert layernorms["ln_choice"].choices == [(stats.name, stats.name) for stats in trace.layernorms]
+    assert json.loads(layernorms["gamma_beta"].plot)["config"]["toImageButtonOptions"]["filename"].startswith(
+        f"{record.model}_gamma-beta_")  # the PNG named as the run's other charts
+
+
 def test_the_layernorm_table_is_the_exported_frame_rounded_for_reading(runs, handlers):
     values, record = runs["fill-mask"]
-    table = values["ln_table"]
+    table = dict(zip(DRAWN_ON_OPEN["layernorm"], handlers.tab_views(record, "layernorm")))["ln_table"]
     exported = export.trace_tables(handlers.traces.get(record.key))["layernorms"]
     assert isinstance(table, pd.DataFrame) and list(table.columns) == list(exported.columns)
     assert table["scale"].tolist() == [float(f"{v:.4g}") for v in exported["scale"]]

@@ -193,6 +193,19 @@ def test_the_export_tab_writes_the_runs_downloads_when_opened(fill_mask_tab):
     assert tab.locator("td.filename").count() == 6  # the JSON, and the description, result and 3 tables as CSV
 
 
+def test_the_other_tabs_draw_their_charts_when_opened_and_after_a_run_while_open(page):
+    tab = open_tab(page, "Fill-mask")
+    for name, charts in (("Residual stream", 3), ("Logit lens", 1), ("LayerNorm", 3)):
+        tab.get_by_role("tab", name=name).click()
+        panel = tab.locator(".tabitem:visible").last
+        expect(panel.locator(".js-plotly-plot")).to_have_count(charts, timeout=RESULT_TIMEOUT_MS)
+    expect(panel.locator("table").first).to_contain_text("blocks.0.ln1", timeout=DRAWN_MS)  # LayerNorm statistics
+    tab.get_by_label("Text with one or more <mask>").fill("A cow was on the <mask>.")
+    tab.get_by_role("button", name="Predict").click()
+    ticks = panel.locator(".js-plotly-plot", has_text="LayerNorm scale").locator(".xtick text")
+    expect(ticks.filter(has_text="cow").first).to_be_attached(timeout=RESULT_TIMEOUT_MS)
+
+
 def test_a_pair_of_texts_gets_the_sentence_filters_in_the_apps_head_view(page):
     tab = run_and_open_bertviz(page, "Classification", {"Text": "A gripping film.",
                                                        "Second text (optional, for pair tasks)": "A dull one."},

@@ -13,6 +13,9 @@ from .layout import finish, log10_colorbar, sig4, stacked
 from .text import plot_label, token_labels
 
 TINY = 1e-12  # floor before a log: a dimension the LayerNorm never saw non-zero would be -inf
+# stats_table's columns, in order: where the LayerNorm sits, what it read, and its outlier dimensions.
+STATS_COLUMNS = ("name", "module", "layer", "placement", "positions", "mean", "std", "scale", "max_abs",
+                 "gamma_outliers", "beta_outliers")
 
 
 def scale_heatmap(trace: Trace) -> go.Figure:
@@ -58,7 +61,7 @@ def stats_table(trace: Trace) -> pd.DataFrame:
     outliers = {entry.name: entry for entry in analysis.layernorm_outliers(trace)}
     table["gamma_outliers"] = [len(outliers[name].gamma_dims) for name in table["name"]]
     table["beta_outliers"] = [len(outliers[name].beta_dims) for name in table["name"]]
-    return table
+    return table[list(STATS_COLUMNS)]
 
 
 def gamma_beta_figure(trace: Trace, name: str) -> go.Figure:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..handlers import Handlers, user_errors
-from ..keys import BERTVIZ_VIEWS, INSIDE_KEYS
+from ..keys import BERTVIZ_VIEWS, DRAWN_ON_OPEN, INSIDE_KEYS
 from .widgets import caption, captioned, plot
 
 @dataclass
@@ -49,9 +49,9 @@ class InsidePanel:
         self._draw_while_open(handlers, record, runs, redraw)
 
     def _draw_while_open(self, handlers: Handlers, record: gr.State, runs: list, redraw: dict) -> None:
-        """A run leaves bertviz's page and the downloads out (rpln_app.inside.BERTVIZ_ON_OPEN says why): opening
-        their tab makes them, and while it is open each new run makes them again. Which tab is open is kept per
-        session."""
+        """A run leaves out the views of every tab but Attention, and bertviz's page and the downloads
+        (rpln_app.inside.BERTVIZ_ON_OPEN says why): opening a tab makes its own, and while it is open each new run
+        makes them again. Which tab is open is kept per session."""
         open_tab = gr.State("attention")
         for name, tab in self.tabs.items():
             tab.select(_returning(name), None, open_tab, queue=False, api_visibility="private")
@@ -64,6 +64,11 @@ class InsidePanel:
              "inputs": [redraw["inputs"][0], open_tab, *redraw["inputs"][1:]]},
             {**exports, "fn": user_errors(handlers.exports_if_open), "inputs": [record, open_tab]},
         ]
+        for tab, keys in DRAWN_ON_OPEN.items():
+            views = dict(outputs=[self.components[key] for key in keys], api_visibility="private")
+            self.tabs[tab].select(user_errors(_drawing(handlers.tab_views, tab)), [record], **views)
+            after_run.append({**views, "fn": user_errors(_drawing(handlers.tab_views_if_open, tab)),
+                              "inputs": [record, open_tab]})
         for run in runs:
             for then in after_run:
                 run.success(**then)
@@ -71,6 +76,11 @@ class InsidePanel:
 
 def _returning(value):
     return lambda: value
+
+
+def _drawing(draw, tab: str):
+    """`draw` (a handler whose last parameter is the tab) for `tab`, with the parameters Gradio passes it."""
+    return lambda *inputs: draw(*inputs, tab)
 
 
 def inside_panel() -> InsidePanel:
