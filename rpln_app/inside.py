@@ -33,6 +33,7 @@ EXPORTS_KEPT = 16
 # again for every visit of the view. The trace store counts them in its memory budget like any other tensor.
 CAPTURE = CaptureOptions(queries_and_keys=True)
 
+
 def bertviz_pickers(trace: Trace, view: str) -> tuple[bool, bool]:
     """Which of the panel's (layer, head) pickers `view` takes: the head view starts on a layer and shows its heads
     (its colour squares toggle them), so it takes the head only when it shows some of them, the window around it;
@@ -40,6 +41,8 @@ def bertviz_pickers(trace: Trace, view: str) -> tuple[bool, bool]:
     if view == "head":
         return True, len(bertviz_views.head_view_heads(trace)) < trace.num_heads
     return {"model": (False, False), "neuron": (True, True)}[view]
+
+
 # Where the app serves viz/assets (app.py's static paths): the pages in the iframes load the libraries from there,
 # once per browser, instead of carrying 394 KB of them in every page. Downloads inline them.
 ASSET_URL = f"/gradio_api/file={bertviz_views.ASSET_DIR.as_posix()}"
@@ -161,10 +164,10 @@ def bertviz_values(
     return bertviz_views.iframe_html(page.html(ASSET_URL), title=f"bertviz {BERTVIZ_VIEWS[view].lower()}"), str(path)
 
 
-# Why a run leaves bertviz's page and the downloads out, to be made when their tab is opened (and after each run while
-# it is open): on the large model at 128 tokens the head view was 2.2 MB of a 5.9 MB response and 0.47 s of the run's
-# 1.37 s, and the downloads' tables and files about 0.2 s more (bench/bench_app.py), paid by every run whether or
-# not the visitor looks at them.
+# Why a run leaves out every panel tab's views but the Attention tab's, to be made when their tab is opened (and after
+# each run while it is open): on the large model at 128 tokens bertviz's head view was 2.2 MB of a 5.9 MB response
+# and 0.47 s of the run's 1.37 s, the downloads' tables and files 0.15 s more and the other tabs' charts about 0.2 s
+# (bench/bench_app.py), paid by every run whether or not the visitor looks at them.
 BERTVIZ_ON_OPEN = "bertviz's views are drawn while this tab is open, from the tab's latest run."
 
 NO_QUERIES = ("The neuron view needs the queries and keys of the pass, and this run did not keep them: on an input "

@@ -17,7 +17,7 @@ class InsidePanel:
     layer: gr.Slider
     head: gr.Slider
     components: dict[str, gr.components.Component] = field(default_factory=dict)
-    tabs: dict[str, gr.Tab] = field(default_factory=dict)  # by name: "bertviz" draws when it is opened
+    tabs: dict[str, gr.Tab] = field(default_factory=dict)  # by name: all but "attention" draw when opened
 
     @property
     def outputs(self) -> list:
