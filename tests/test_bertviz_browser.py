@@ -114,6 +114,19 @@ def test_the_model_view_draws_a_thumbnail_per_layer_and_head_and_opens_one(offli
     assert "Layer 2, Head 3" in texts(tab, "#vis svg text.detail")
 
 
+def test_the_neuron_view_draws_its_expanded_form_only_once_a_token_is_expanded(offline, mlm):
+    tab = offline(bv.neuron_view_html(mlm, 1, 2))
+    n = len(mlm.tokens)
+    assert drawn(tab) == n * n and tab.locator("#expanded").count() == 0  # the collapsed lines alone
+    tab.locator("#collapsed #leftText g").nth(1).hover()
+    tab.locator("#collapsed #leftText g").nth(1).locator("rect").nth(1).click(force=True)  # its ⊕
+    assert tab.locator("#expanded").get_attribute("visibility") == "visible"
+    assert tab.locator("#vis svg line").count() > 3 * n * n  # the query-key and product lines joined them
+    tab.locator("#layer").select_option("0")  # a new layer redraws, still expanded
+    assert tab.locator("#expanded").get_attribute("visibility") == "visible"
+    assert tab.locator("#queries .vector").count() == n
+
+
 def test_the_neuron_view_shows_query_key_and_their_product_for_a_clicked_token(offline, mlm):
     layer, head, token = 1, 2, 3
     tab = offline(bv.neuron_view_html(mlm, layer, head))

@@ -362,3 +362,10 @@ def test_the_vendored_libraries_match_their_pins_and_readme():
             assert file["sha256"] in readme
     check = subprocess.run([sys.executable, "scripts/fetch_view_assets.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_changed_neuron_view_script_is_an_error_not_a_silent_full_draw():
+    script = bv._view_script("neuron_view.js")
+    assert "config.drawExpanded();" in script and script.count("renderVisExpanded(svg,") == 2  # defined, deferred
+    with pytest.raises(RplnError, match="neuron_view.js has changed"):
+        bv._deferring_expansion(script.replace("function showExpanded() {", "function showExpanded () {"))

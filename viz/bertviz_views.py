@@ -593,6 +593,38 @@ def _inlinable(source: str, what: str) -> str:
     return source
 
 
+# bertviz's neuron view draws its expanded form (each token's query, keys, products and their lines: three lines per
+# query and key) as it draws the collapsed one, though it shows it only after a click on a token's ⊕: 65,664 SVG
+# lines for one head at 128 tokens, 2.6 s in Chromium here. These edits draw it on that first click instead. Each
+# is checked against the installed script (bertviz is pinned), so a changed script is an error, not a silent no-op.
+_NEURON_DEFERRALS = (
+    (  # render(): keep the expanded form's drawing for later, unless it is already showing
+        "renderVisExpanded(svg, leftText, rightText, queries, keys);",
+        "config.drawExpanded = function () { config.drawExpanded = function () {}; "
+        "renderVisExpanded(svg, leftText, rightText, queries, keys); }; "
+        "if (config.expanded == true) { config.drawExpanded(); }",
+    ),
+    (  # showExpanded(): draw it on the first click
+        "function showExpanded() {",
+        "function showExpanded() { config.drawExpanded();",
+    ),
+)
+
+
+def _deferring_expansion(neuron_js: str) -> str:
+    for original, deferred in _NEURON_DEFERRALS:
+        if neuron_js.count(original) != 1:
+            raise RplnError(f"bertviz's neuron_view.js has changed: {original!r} is not there once; pin bertviz==1.4.1.")
+        neuron_js = neuron_js.replace(original, deferred)
+    return neuron_js
+
+
+def _view_script(name: str) -> str:
+    """bertviz's view script `name` as our pages run it (the neuron view with _NEURON_DEFERRALS)."""
+    script = _bertviz_js(name)
+    return _deferring_expansion(script) if name == "neuron_view.js" else script
+
+
 def _view_function(view_js: str) -> str:
     """bertviz's view script as a function of its params, so that it runs once the numbers are unpacked. Its
     require.config paths point at CDNs; they are never used (the modules are defined already) and are blanked."""
@@ -604,7 +636,7 @@ def _page(view: ViewPage, asset_url: str | None) -> str:
     """The whole document: libraries, bertviz's markup, the data, bertviz's view script and the unpacking script.
     A Content-Security-Policy allows exactly these scripts (by hash, or from `asset_url`) and no other request."""
     note, height = view.note, view.height
-    scripts = [_DEFINE, _view_function(_bertviz_js(view.view_js_name)), _BOOT]
+    scripts = [_DEFINE, _view_function(_view_script(view.view_js_name)), _BOOT]
     if asset_url is None:
         sources = [_inlinable(_library_source(lib.path), lib.name) for lib in libraries()]
         library_tags = "".join(f"<script>{source}</script>\n" for source in sources)
