@@ -357,6 +357,15 @@ class Handlers:
         """After a run: exports if the visitor has the Export tab open (a closed tab writes them when it opens)."""
         return self.exports(record) if open_tab == "export" else gr.skip()
 
+    def open_tab_after_run(self, record: Any, open_tab: str, view: str, layer: float, head: float) -> list:
+        """After a run, in one event: the views of the panel tab that is open, bertviz's (its page, download and
+        pickers), the Export tab's files, then each DRAWN_ON_OPEN tab's views in order; the closed ones skip."""
+        values = [*self.bertviz_if_open(record, open_tab, view, layer, head), self.exports_if_open(record, open_tab)]
+        for tab, keys in DRAWN_ON_OPEN.items():
+            drawn = self.tab_views_if_open(record, open_tab, tab)
+            values += [drawn] if len(keys) == 1 else drawn
+        return values
+
     @needs_engine
     def model_view_click(self, record: Any, evt: gr.SelectData):
         """Clicking a thumbnail moves the sliders to that layer and head (and so redraws the head view)."""

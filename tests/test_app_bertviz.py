@@ -245,6 +245,16 @@ def test_a_run_leaves_the_other_tabs_views_to_be_drawn_when_each_is_opened(handl
         f"{record.model}_gamma-beta_")  # the PNG named as the run's other charts
 
 
+@pytest.mark.parametrize("open_tab", ["attention", "bertviz", "export", *DRAWN_ON_OPEN])
+def test_after_a_run_one_event_draws_the_open_tab_and_skips_the_others(handlers, runs, open_tab):
+    _, record = runs["fill-mask"]
+    values = handlers.open_tab_after_run(record, open_tab, "head", 0, 0)
+    owners = ["bertviz"] * 4 + ["export"] + [tab for tab, keys in DRAWN_ON_OPEN.items() for _ in keys]
+    assert len(values) == len(owners)
+    drawn = {owner for owner, value in zip(owners, values) if not (isinstance(value, dict) and value == gr.skip())}
+    assert drawn == (set() if open_tab == "attention" else {open_tab})
+
+
 def test_the_layernorm_table_is_the_exported_frame_rounded_for_reading(runs, handlers):
     values, record = runs["fill-mask"]
     table = dict(zip(DRAWN_ON_OPEN["layernorm"], handlers.tab_views(record, "layernorm")))["ln_table"]

@@ -59,19 +59,17 @@ class InsidePanel:
                        api_visibility="private")
         self.tabs["bertviz"].select(**redraw)
         self.tabs["export"].select(**exports)
-        after_run = [
-            {**redraw, "fn": user_errors(handlers.bertviz_if_open),
-             "inputs": [redraw["inputs"][0], open_tab, *redraw["inputs"][1:]]},
-            {**exports, "fn": user_errors(handlers.exports_if_open), "inputs": [record, open_tab]},
-        ]
         for tab, keys in DRAWN_ON_OPEN.items():
-            views = dict(outputs=[self.components[key] for key in keys], api_visibility="private")
-            self.tabs[tab].select(user_errors(_drawing(handlers.tab_views, tab)), [record], **views)
-            after_run.append({**views, "fn": user_errors(_drawing(handlers.tab_views_if_open, tab)),
-                              "inputs": [record, open_tab]})
+            self.tabs[tab].select(user_errors(_drawing(handlers.tab_views, tab)), [record],
+                                  [self.components[key] for key in keys], api_visibility="private")
+        # One event after each run, whichever tab is open: one request, not one per tab.
+        lazy = [key for keys in DRAWN_ON_OPEN.values() for key in keys]
+        after_run = dict(fn=user_errors(handlers.open_tab_after_run),
+                         inputs=[record, open_tab, *redraw["inputs"][1:]],
+                         outputs=[*redraw["outputs"], self.components["exports"], *(self.components[k] for k in lazy)],
+                         api_visibility="private")
         for run in runs:
-            for then in after_run:
-                run.success(**then)
+            run.success(**after_run)
 
 
 def _returning(value):
