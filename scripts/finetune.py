@@ -20,7 +20,7 @@ import re
 import string
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -37,6 +37,7 @@ from rpln_core.tasks.qa import answer
 from rpln_core.tasks.qa_spans import make_qa_windows
 from scripts.build_corpus import SENTIMENT_LABELS
 from scripts.build_qa import first_entry_answer
+from scripts.cli import add_config_flags
 from scripts.train_mlm import TrainConfig, autocast, build_optimizer, resolve_device
 from scripts.train_tokenizer import copy_tokenizer_files
 
@@ -365,12 +366,8 @@ def parse_args(argv: Sequence[str] | None = None) -> FinetuneConfig:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASK_HEADS), required=True)
     parser.add_argument("--out", type=Path, required=True)
-    for item in fields(FinetuneConfig):
-        if item.name in {"task", "out"}:
-            continue
-        value = getattr(defaults, item.name)
-        kind = {"base": Path, "data": Path, "max_train": int, "max_test": int}.get(item.name, type(value))
-        parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=value)
+    add_config_flags(parser, defaults, skip={"task", "out"},
+                     kinds={"base": Path, "data": Path, "max_train": int, "max_test": int})
     return FinetuneConfig(**vars(parser.parse_args(argv)))
 
 

@@ -22,7 +22,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,6 +34,7 @@ from transformers.utils import logging as hf_logging
 from rpln_core import deltas
 from rpln_core.errors import RplnError
 from rpln_core.pretraining import PackedBlocks, limit_threads
+from scripts.cli import add_config_flags
 from scripts.finetune import read_jsonl, sample
 from scripts.lora import add_low_rank, merge_low_rank
 from scripts.train_mlm import load_blocks
@@ -450,12 +451,7 @@ def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
     parser.add_argument("--task", choices=sorted(RUNS), required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--delta", choices=["lora", "full"], default=defaults.delta)
-    for item in fields(HeadConfig):
-        if item.name in {"task", "out", "delta"}:
-            continue
-        value = getattr(defaults, item.name)
-        kind = {"max_train": int, "max_test": int}.get(item.name, type(value))
-        parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=value)
+    add_config_flags(parser, defaults, skip={"task", "out", "delta"}, kinds={"max_train": int, "max_test": int})
     return HeadConfig(**vars(parser.parse_args(argv)))
 
 

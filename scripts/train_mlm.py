@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +37,7 @@ from rpln_core.pretraining import (
     unigram_counts,
 )
 from rpln_core.synthetic import build_config, build_model
+from scripts.cli import add_config_flags
 from scripts.train_tokenizer import copy_tokenizer_files
 
 CHECKPOINT = "checkpoint.pt"
@@ -448,11 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument(
         "--pack-only", action="store_true", help="only tokenize the corpus into --cache (before parallel runs)"
     )
-    skip = {"arch", "device", "amp", "resume", "eval_data", "stop_at", "pack_only"}
-    for item in fields(TrainConfig):
-        if item.name not in skip:
-            kind = Path if item.name in {"data", "tokenizer", "out", "cache"} else type(getattr(defaults, item.name))
-            parser.add_argument(f"--{item.name.replace('_', '-')}", type=kind, default=getattr(defaults, item.name))
+    add_config_flags(parser, defaults, skip={"arch", "device", "amp", "resume", "eval_data", "stop_at", "pack_only"},
+                     kinds=dict.fromkeys(("data", "tokenizer", "out", "cache"), Path))
     config = TrainConfig(**vars(parser.parse_args(argv)))
     if config.eval_data is None:
         config.eval_data = config.data.with_name(config.data.name.replace("_train", "_test"))
