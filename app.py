@@ -98,10 +98,22 @@ def warming_up(demo: gr.Blocks, launch, *warm):
 
     @functools.wraps(launch)
     def start(*args, **kwargs):
-        threading.Thread(target=when_serving, name="first-results", daemon=True).start()
+        threading.Thread(target=when_serving, name=FIRST_RESULTS_THREAD, daemon=True).start()
         return launch(*args, **kwargs)
 
     return start
+
+
+FIRST_RESULTS_THREAD = "first-results"
+
+
+def wait_for_first_results(timeout: float | None = None) -> None:
+    """Until the thread computing the first results of a launched app (warming_up) has ended: what a benchmark or
+    a test measures beside it shares the cores with a dozen passes, and a process that exits while it is inside
+    torch can abort."""
+    for thread in threading.enumerate():
+        if thread.name == FIRST_RESULTS_THREAD:
+            thread.join(timeout)
 
 
 # Spaces and `gradio app.py` import this module and look for `demo`; flags only count when run as a script.

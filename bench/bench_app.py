@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -189,9 +188,7 @@ def serving(app, settings: Settings) -> Iterator[tuple[Any, str]]:
     demo = app.build_demo(settings)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     try:
-        for thread in threading.enumerate():
-            if thread.name == "first-results":
-                thread.join()
+        app.wait_for_first_results()
         yield demo, f"http://127.0.0.1:{settings.port}/"
     finally:
         demo.close()

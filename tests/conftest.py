@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import tempfile
 from dataclasses import dataclass
 
@@ -105,19 +104,13 @@ def serve(app_module, settings, models: dict[str, str], warmed: bool = False):
     demo = app_module.build_demo(settings)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     if warmed:
-        _wait_for_first_results()
+        app_module.wait_for_first_results(timeout=300)
     try:
         yield AppServer(f"http://127.0.0.1:{settings.port}/", models)
     finally:
         # A thread still computing first results would write into the export folder a later test watches.
-        _wait_for_first_results()
+        app_module.wait_for_first_results(timeout=300)
         demo.close()
-
-
-def _wait_for_first_results():
-    for thread in threading.enumerate():
-        if thread.name == "first-results":
-            thread.join(timeout=300)
 
 
 # Labels of the tiny token classifier: BIO tags, so the aggregation strategies have runs to group.
